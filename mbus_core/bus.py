@@ -1,0 +1,117 @@
+# One line with one or many meters on it. The Bus owns the frame parser, routes each
+# frame to the slaves it is for, and, where several answer at once, returns what a real
+# bus carries: a 0 bit from any slave wins, so overlapping replies read as the bitwise
+# AND of their bytes (the longer reply's tail goes through unchanged).
+from mbus_core import frame as _frame
+from mbus_core.meter import Meter
+from mbus_core.slave import (Slave, ADDR_NETWORK, ADDR_BROADCAST, ADDR_SILENT, CI_SELECT,
+                             CI_SELECT_MSB)
+
+
+class Bus:
+    """The sans-IO endpoint a port talks to.
+
+        pos = bus.feed(data, start, end)   # stops after each complete frame
+        if bus.reply_len: write bus.reply[:bus.reply_len]
+        if bus.new_baud: switch the line to bus.new_baud after the reply went out
+        bus.idle()                          # the line was quiet: drop a half frame
+
+    on_change(slave, what) is called when a master changed a setting worth persisting
+    ("address", "id", "baud", "datetime", "selection", "reset").
+    """
+
+    def __init__(self, meters):
+        self.parser = _frame.FrameParser()
+        self.slaves = []
+        self._by_address = [[] for _ in range(251)]
+        self.tx = bytearray(_frame.MAX_FRAME)
+        self.reply = self.tx
+        self.reply_len = 0
+        self.new_baud = 0
+        self.on_change = None
+        self.collisions = 0
+        for m in meters:
+            self.add(m)
+
+    def add(self, meter_or_slave):
+        s = meter_or_slave if isinstance(meter_or_slave, Slave) else Slave(meter_or_slave)
+        s.on_change = self._changed
+        s._indexed_at = s.meter.address
+        self.slaves.append(s)
+        self._by_address[s.meter.address].append(s)
+        return s
+
+    def _changed(self, slave, what):
+        if what == "address":
+            self._by_address[slave._indexed_at].remove(slave)
+            slave._indexed_at = slave.meter.address
+            self._by_address[slave._indexed_at].append(slave)
+        if self.on_change is not None:
+            self.on_change(slave, what)
+
+    def idle(self):
+        self.parser.idle()
+
+    def feed(self, data, start=0, end=-1):
+        self.reply_len = 0
+        self.new_baud = 0
+        pos = self.parser.feed(data, start, end)
+        if self.parser.kind:
+            self._dispatch(self.parser)
+        return pos
+
+    def _dispatch(self, p):
+        a = p.a
+        if a <= 250:
+            targets = self._by_address[a]
+            network = False
+        elif a == ADDR_BROADCAST or a == ADDR_SILENT:
+            targets = self.slaves
+            network = False
+        elif a == ADDR_NETWORK:
+            targets = self.slaves
+            # selection frames go to every meter; anything else to the selected ones
+            network = not (p.kind != _frame.SHORT and (p.ci == CI_SELECT or p.ci == CI_SELECT_MSB)
+                           and p.c & 0x0F == 0x03)
+        else:
+            return  # 251, 252: reserved
+        answers = 0
+        for s in targets:
+            if network and not s.selected:
+                continue
+            n = s.handle(p)
+            if s.new_baud:
+                self.new_baud = s.new_baud
+                s.new_baud = 0
+            if not n:
+                continue
+            if answers == 0:
+                self.reply = s.tx
+                self.reply_len = n
+            else:
+                self._overlap(s.tx, n)
+            answers += 1
+        if answers > 1:
+            self.collisions += 1
+        if a == ADDR_SILENT:
+            self.reply_len = 0
+
+    def _overlap(self, other, n):
+        tx = self.tx
+        if self.reply is not tx:
+            src = self.reply
+            for i in range(self.reply_len):
+                tx[i] = src[i]
+            self.reply = tx
+        m = self.reply_len
+        for i in range(n if n < m else m):
+            tx[i] &= other[i]
+        for i in range(m, n):
+            tx[i] = other[i]
+        if n > m:
+            self.reply_len = n
+
+
+def single(meter=None, **kw):
+    """A bus with one meter (a default demo meter when none is given)."""
+    return Bus([meter if meter is not None else Meter(**kw)])

@@ -1,0 +1,330 @@
+# The meter as the slave serves it: identity + ordered records, laid out in telegrams.
+#
+# Records are either bytes (a complete constant record, DIF..data) or objects with
+# .encode() -> bytes and .dynamic (True when the value can change between readouts).
+# The encoded record area is cached and only rebuilt for a fresh readout when a record is
+# dynamic, so serving a constant meter allocates nothing.
+try:
+    from micropython import const
+except ImportError:  # CPython
+    def const(x):
+        return x
+
+CI_LONG = const(0x72)   # variable data, 12-byte header
+CI_SHORT = const(0x7A)  # variable data, 4-byte header
+CI_NONE = const(0x78)   # variable data, no header
+CI_FIXED = const(0x73)  # fixed data structure
+CI_ERROR = const(0x70)  # application error
+
+MAX_USER_DATA = const(252)  # bytes after CI in a long frame (L = 255)
+MORE_RECORDS = const(0x1F)  # DIF: more records follow in the next telegram
+
+MEDIUM_NAMES = ("other", "oil", "electricity", "gas", "heat: outlet", "steam", "warm water",
+                "water", "heat cost allocator", "compressed air", "cooling: outlet",
+                "cooling: inlet", "heat: inlet", "heat / cooling", "bus / system", "unknown")
+
+
+def manufacturer_code(text):
+    """'TST' -> 16-bit code (EN 13757-3: three letters, 5 bits each, 'A' = 1)."""
+    if isinstance(text, int):
+        if not 0 <= text <= 0x7FFF:
+            raise ValueError("manufacturer code out of range")
+        return text
+    if len(text) != 3:
+        raise ValueError("manufacturer must be 3 letters A-Z")
+    code = 0
+    for ch in text.upper():
+        o = ord(ch) - 64
+        if not 1 <= o <= 26:
+            raise ValueError("manufacturer must be 3 letters A-Z")
+        code = (code << 5) | o
+    return code
+
+
+def manufacturer_text(code):
+    return chr(((code >> 10) & 0x1F) + 64) + chr(((code >> 5) & 0x1F) + 64) + chr((code & 0x1F) + 64)
+
+
+def bcd_from_int(value, nbytes):
+    """Decimal number -> BCD as an int (12345678 -> 0x12345678)."""
+    if value < 0 or value >= 10 ** (2 * nbytes):
+        raise ValueError("value does not fit in %d BCD digits" % (2 * nbytes))
+    out = 0
+    shift = 0
+    while value:
+        out |= (value % 10) << shift
+        value //= 10
+        shift += 4
+    return out
+
+
+def int_from_bcd(bcd):
+    out = 0
+    mul = 1
+    while bcd:
+        d = bcd & 0xF
+        if d > 9:
+            raise ValueError("not BCD")
+        out += d * mul
+        mul *= 10
+        bcd >>= 4
+    return out
+
+
+def record_key(rec, start=0, end=-1):
+    """The DIB and VIB of an encoded record without the data-field bits and the data.
+
+    Returns (key_end, data_start): the record's DIF..VIFE run ends at key_end; plain-text
+    VIF units (7C/FC) are part of the key. Used for selective readout.
+    """
+    if end < 0:
+        end = len(rec)
+    i = start
+    dif = rec[i]
+    i += 1
+    ext = dif & 0x80
+    while ext and i < end:
+        ext = rec[i] & 0x80
+        i += 1
+    if i >= end:
+        return i, i
+    vif = rec[i]
+    i += 1
+    ext = vif & 0x80
+    while ext and i < end:
+        ext = rec[i] & 0x80
+        i += 1
+    if (vif & 0x7F) == 0x7C and i < end:
+        i += 1 + rec[i]
+    return i, i
+
+
+def same_key(a, a_start, b, b_start):
+    """Do two records name the same quantity (equal DIB/VIB, ignoring data field and
+    extension of the DIF)?"""
+    a_end = record_key(a, a_start)[0]
+    b_end = record_key(b, b_start)[0]
+    if a_end - a_start != b_end - b_start:
+        return False
+    if (a[a_start] & 0x70) != (b[b_start] & 0x70):
+        return False
+    i = 1
+    n = a_end - a_start
+    while i < n:
+        if a[a_start + i] != b[b_start + i]:
+            return False
+        i += 1
+    return True
+
+
+class Meter:
+    """One meter's identity and data, and how its telegrams look."""
+
+    def __init__(self, id=12345678, manufacturer="TST", version=1, medium=0, address=0,
+                 records=None, status=0, signature=0, fabrication=None, ci=CI_LONG,
+                 max_data=MAX_USER_DATA, fixed=None, name=None):
+        if not 0 <= id <= 99999999:
+            raise ValueError("id must have at most 8 decimal digits")
+        if not 0 <= address <= 250:
+            raise ValueError("primary address must be 0..250")
+        if ci not in (CI_LONG, CI_SHORT, CI_NONE, CI_FIXED):
+            raise ValueError("reply CI must be 72, 7A, 78 or 73")
+        self.id = id
+        self.manufacturer = manufacturer_code(manufacturer)
+        self.version = version & 0xFF
+        self.medium = medium & 0xFF
+        self.address = address
+        self.status = status & 0xFF
+        self.signature = signature & 0xFFFF
+        self.fabrication = fabrication
+        self.ci = ci
+        self.name = name
+        # CI 73: (unit1, counter1, unit2, counter2) with unit codes per EN 13757-3 annex
+        self.fixed = fixed
+        self.records = list(records) if records is not None else []
+        self.replay = None      # list of captured application data (from CI), or None
+        self.selection = None   # selective readout: list of encoded selection records
+        self.alarm = None       # class 1 data (records bytes) pending for REQ_UD1
+        self.datetime = None    # last date/time set by a master (4 bytes, type F)
+        self._max_data = max_data
+        self._area = b""        # all selected records, encoded back to back
+        self._cuts = [0]        # telegram boundaries in _area
+        self._dynamic = True    # rebuild the area on the next fresh readout
+        self.errors = 0         # value callbacks that raised while encoding
+        self.id_raw = None      # replayed identity bytes that need not be valid BCD
+
+    # -- identity --------------------------------------------------------------
+    def id_bcd(self):
+        if self.id_raw is not None:
+            return self.id_raw
+        return bcd_from_int(self.id, 4)
+
+    def header_len(self):
+        ci = self.ci
+        if ci == CI_LONG:
+            return 12
+        if ci == CI_SHORT:
+            return 4
+        return 0
+
+    # -- telegram layout -------------------------------------------------------
+    def invalidate(self):
+        """Values, records or the selection changed: lay the telegrams out again."""
+        self._dynamic = True
+
+    def refresh(self):
+        """Called by the slave at the start of a fresh readout."""
+        if self.replay is not None or not self._dynamic:
+            return
+        dynamic = False
+        parts = []
+        for rec in self.records:
+            if isinstance(rec, (bytes, bytearray)):
+                enc = rec
+            else:
+                if rec.dynamic:
+                    dynamic = True
+                try:
+                    enc = rec.encode()
+                except Exception:
+                    # A sensor read failed: keep serving, flag it in the status byte
+                    # (bit 2: "permanent error" is too strong; bit 3 "temporary error").
+                    self.errors += 1
+                    self.status |= 0x08
+                    continue
+            if self.selection is not None and not self._selected(enc):
+                continue
+            parts.append(enc)
+        self._layout(parts)
+        self._dynamic = dynamic
+
+    def _selected(self, enc):
+        for sel in self.selection:
+            if same_key(sel, 0, enc, 0):
+                return True
+        return False
+
+    def _layout(self, parts):
+        room = self._max_data - self.header_len()
+        cuts = [0]
+        size = 0
+        used = 0  # bytes in the telegram being filled
+        for p in parts:
+            n = len(p)
+            # every telegram but the last keeps one byte for the 1F that ends it
+            if used and used + n > room - 1:
+                cuts.append(size)
+                used = 0
+            size += n
+            used += n
+        cuts.append(size)
+        self._area = b"".join(parts)
+        self._cuts = cuts
+
+    def telegram_count(self):
+        if self.replay is not None:
+            return len(self.replay)
+        if self.ci == CI_FIXED:
+            return 1
+        return len(self._cuts) - 1
+
+    def write_telegram(self, index, buf, pos, access):
+        """Write the application data (CI onwards) of telegram `index` at buf[pos:];
+        return the number of bytes written."""
+        if self.replay is not None:
+            src = self.replay[index]
+            n = len(src)
+            i = 0
+            while i < n:
+                buf[pos + i] = src[i]
+                i += 1
+            return n
+        start = pos
+        ci = self.ci
+        buf[pos] = ci
+        pos += 1
+        if ci == CI_FIXED:
+            return self._write_fixed(buf, pos, access) - start
+        if ci == CI_LONG:
+            ident = self.id_bcd()
+            buf[pos] = ident & 0xFF
+            buf[pos + 1] = (ident >> 8) & 0xFF
+            buf[pos + 2] = (ident >> 16) & 0xFF
+            buf[pos + 3] = (ident >> 24) & 0xFF
+            buf[pos + 4] = self.manufacturer & 0xFF
+            buf[pos + 5] = self.manufacturer >> 8
+            buf[pos + 6] = self.version
+            buf[pos + 7] = self.medium
+            pos += 8
+        if ci != CI_NONE:
+            buf[pos] = access & 0xFF
+            buf[pos + 1] = self.status
+            buf[pos + 2] = self.signature & 0xFF
+            buf[pos + 3] = self.signature >> 8
+            pos += 4
+        area = self._area
+        i = self._cuts[index]
+        end = self._cuts[index + 1]
+        while i < end:
+            buf[pos] = area[i]
+            pos += 1
+            i += 1
+        if index + 2 < len(self._cuts):
+            buf[pos] = MORE_RECORDS
+            pos += 1
+        return pos - start
+
+    def _write_fixed(self, buf, pos, access):
+        unit1, value1, unit2, value2 = self.fixed or (0, 0, 0, 0)
+        ident = self.id_bcd()
+        i = 0
+        while i < 4:
+            buf[pos + i] = (ident >> (8 * i)) & 0xFF
+            i += 1
+        buf[pos + 4] = access & 0xFF
+        buf[pos + 5] = self.status & 0x7F  # bit 7 clear: counters in BCD
+        medium = self.medium & 0x0F
+        buf[pos + 6] = (unit1 & 0x3F) | ((medium & 0x03) << 6)
+        buf[pos + 7] = (unit2 & 0x3F) | ((medium & 0x0C) << 4)
+        c1 = bcd_from_int(value1, 4)
+        c2 = bcd_from_int(value2, 4)
+        i = 0
+        while i < 4:
+            buf[pos + 8 + i] = (c1 >> (8 * i)) & 0xFF
+            buf[pos + 12 + i] = (c2 >> (8 * i)) & 0xFF
+            i += 1
+        return pos + 16
+
+
+def replay_meter(app_datas, address=None):
+    """A meter that answers with captured application data (each item starts at the CI
+    byte), verbatim. Its identity for secondary selection comes from a CI 72 header."""
+    if not app_datas:
+        raise ValueError("no telegram to replay")
+    first = app_datas[0]
+    ident = 0
+    raw = 0
+    man = 0
+    version = 0
+    medium = 0
+    if first[0] in (CI_LONG, 0x76) and len(first) >= 13:  # 76: MSB-first variant
+        raw = first[1] | (first[2] << 8) | (first[3] << 16) | (first[4] << 24)
+        try:
+            ident = int_from_bcd(raw)
+        except ValueError:
+            ident = 0
+        man = first[5] | (first[6] << 8)
+        version = first[7]
+        medium = first[8]
+    elif first[0] == CI_FIXED and len(first) >= 5:
+        raw = first[1] | (first[2] << 8) | (first[3] << 16) | (first[4] << 24)
+        try:
+            ident = int_from_bcd(raw)
+        except ValueError:
+            ident = 0
+    m = Meter(id=ident, manufacturer=man & 0x7FFF, version=version, medium=medium,
+              address=0 if address is None else address)
+    m.manufacturer = man  # keep the captured bytes exactly, even the top bit
+    m.id_raw = raw if first[0] in (CI_LONG, 0x76, CI_FIXED) and len(first) >= 5 else None
+    m.replay = [bytes(a) for a in app_datas]
+    return m

@@ -1,0 +1,344 @@
+# EN 13757-3 data field codings: integers (type B), BCD (type A, negative with a top
+# nibble F), real32 (type H), LVAR strings/numbers, dates G, date-times F and I, time J.
+# Pure functions on bytes; they run unchanged on CPython and MicroPython.
+import struct
+
+# DIF data field code -> length in bytes (0x0D: variable, from the LVAR byte)
+DATA_LEN = (0, 1, 2, 3, 4, 4, 6, 8, 0, 1, 2, 3, 4, 0, 6, 8)
+
+# names of the data field codes, as a meter author writes them
+TYPE_CODES = (("none", 0x0), ("int8", 0x1), ("int16", 0x2), ("int24", 0x3), ("int32", 0x4),
+              ("real32", 0x5), ("int48", 0x6), ("int64", 0x7), ("bcd2", 0x9),
+              ("bcd4", 0xA), ("bcd6", 0xB), ("bcd8", 0xC), ("bcd12", 0xE),
+              ("text", 0xD), ("lvar", 0xD), ("var", 0xD))
+
+
+def type_code(name):
+    for n, c in TYPE_CODES:
+        if n == name:
+            return c
+    return -1
+
+
+def type_name(code):
+    for n, c in TYPE_CODES:
+        if c == code:
+            return n
+    return "special"
+
+
+def hexstr(data):
+    out = []
+    for b in data:
+        out.append("%02X" % b)
+    return " ".join(out)
+
+
+def reverse(data):
+    n = len(data)
+    out = bytearray(n)
+    i = 0
+    while i < n:
+        out[i] = data[n - 1 - i]
+        i += 1
+    return bytes(out)
+
+
+# -- integers (type B, two's complement, little endian) --------------------------------
+def int_decode(data):
+    n = len(data)
+    v = 0
+    i = n - 1
+    while i >= 0:
+        v = (v << 8) | data[i]
+        i -= 1
+    if n and data[n - 1] & 0x80:
+        v -= 1 << (8 * n)
+    return v
+
+
+def uint_decode(data):
+    v = 0
+    i = len(data) - 1
+    while i >= 0:
+        v = (v << 8) | data[i]
+        i -= 1
+    return v
+
+
+def int_range(n):
+    half = 1 << (8 * n - 1)
+    return -half, half - 1
+
+
+def int_encode(value, n):
+    lo, hi = int_range(n)
+    if value < lo or value > hi:
+        raise ValueError("%d does not fit in int%d" % (value, 8 * n))
+    if value < 0:
+        value += 1 << (8 * n)
+    out = bytearray(n)
+    i = 0
+    while i < n:
+        out[i] = value & 0xFF
+        value >>= 8
+        i += 1
+    return bytes(out)
+
+
+def uint_encode(value, n):
+    if value < 0 or value >= (1 << (8 * n)):
+        raise ValueError("%d does not fit in %d bytes" % (value, n))
+    out = bytearray(n)
+    i = 0
+    while i < n:
+        out[i] = value & 0xFF
+        value >>= 8
+        i += 1
+    return bytes(out)
+
+
+# -- BCD (type A) ------------------------------------------------------------------------
+def bcd_valid(data):
+    """True when every nibble is a decimal digit (the top one may be F: negative)."""
+    n = len(data)
+    i = 0
+    while i < n:
+        b = data[i]
+        lo = b & 0x0F
+        hi = b >> 4
+        if lo > 9:
+            return False
+        if hi > 9 and not (i == n - 1 and hi == 0xF):
+            return False
+        i += 1
+    return True
+
+
+def bcd_decode(data):
+    """BCD bytes (little endian) -> int; a top nibble F means negative. Invalid digits
+    (A-E) are read like libmbus does (nibble value), use bcd_valid() to tell."""
+    n = len(data)
+    v = 0
+    neg = False
+    i = n - 1
+    while i >= 0:
+        b = data[i]
+        if i == n - 1 and (b >> 4) == 0xF:
+            neg = True
+            v = b & 0x0F
+        else:
+            v = v * 10 + (b >> 4)
+            v = v * 10 + (b & 0x0F)
+        i -= 1
+    return -v if neg else v
+
+
+def bcd_encode(value, n):
+    """int -> n BCD bytes; negative numbers carry an F in the top nibble."""
+    neg = value < 0
+    if neg:
+        value = -value
+        limit = 10 ** (2 * n - 1)
+    else:
+        limit = 10 ** (2 * n)
+    if value >= limit:
+        raise ValueError("%d does not fit in %d BCD digits" % (-value if neg else value,
+                                                              2 * n - (1 if neg else 0)))
+    out = bytearray(n)
+    i = 0
+    while i < n:
+        lo = value % 10
+        value //= 10
+        hi = value % 10
+        value //= 10
+        out[i] = (hi << 4) | lo
+        i += 1
+    if neg:
+        out[n - 1] = (out[n - 1] & 0x0F) | 0xF0
+    return bytes(out)
+
+
+def bcd_hex(data):
+    """BCD bytes shown as their hex digits, most significant first (libmbus style)."""
+    out = []
+    i = len(data) - 1
+    while i >= 0:
+        out.append("%02X" % data[i])
+        i -= 1
+    return "".join(out)
+
+
+# -- real32 (type H) ---------------------------------------------------------------------
+def real_decode(data):
+    return struct.unpack("<f", bytes(data))[0]
+
+
+def real_encode(value):
+    return struct.pack("<f", value)
+
+
+# -- dates and times -------------------------------------------------------------------
+def _year(y):
+    return 2000 + y if y < 81 else 1900 + y
+
+
+def date_g_decode(d):
+    day = d[0] & 0x1F
+    month = d[1] & 0x0F
+    year = ((d[0] & 0xE0) >> 5) | ((d[1] & 0xF0) >> 1)
+    return "%04d-%02d-%02d" % (_year(year), month, day)
+
+
+def datetime_f_decode(d):
+    """4 bytes, type F. The 'invalid' bit (0x80 of the minute byte) gives all zeros,
+    as libmbus shows it."""
+    if d[0] & 0x80:
+        return "1900-01-00T00:00:00Z"
+    minute = d[0] & 0x3F
+    hour = d[1] & 0x1F
+    day = d[2] & 0x1F
+    month = d[3] & 0x0F
+    year = ((d[2] & 0xE0) >> 5) | ((d[3] & 0xF0) >> 1)
+    return "%04d-%02d-%02dT%02d:%02d:%02dZ" % (_year(year), month, day, hour, minute, 0)
+
+
+def datetime_i_decode(d):
+    """6 bytes, type I (seconds resolution)."""
+    if d[1] & 0x80:
+        return "1900-01-00T00:00:00Z"
+    sec = d[0] & 0x3F
+    minute = d[1] & 0x3F
+    hour = d[2] & 0x1F
+    day = d[3] & 0x1F
+    month = d[4] & 0x0F
+    year = ((d[3] & 0xE0) >> 5) | ((d[4] & 0xF0) >> 1)
+    return "%04d-%02d-%02dT%02d:%02d:%02dZ" % (_year(year), month, day, hour, minute, sec)
+
+
+def time_j_decode(d):
+    """3 bytes, type J: seconds, minutes, hours."""
+    return "%02d:%02d:%02d" % (d[2] & 0x1F, d[1] & 0x3F, d[0] & 0x3F)
+
+
+def _num(text, start, end):
+    s = text[start:end]
+    if len(s) != end - start:
+        raise ValueError("bad date/time %r" % text)
+    v = 0
+    for ch in s:
+        o = ord(ch) - 48
+        if o < 0 or o > 9:
+            raise ValueError("bad date/time %r" % text)
+        v = v * 10 + o
+    return v
+
+
+def parse_datetime(value):
+    """'YYYY-MM-DD', 'YYYY-MM-DDTHH:MM[:SS][Z]' or a tuple (y, m, d[, H, M[, S]]) ->
+    (y, m, d, H, M, S)."""
+    if isinstance(value, (tuple, list)):
+        v = list(value) + [0, 0, 0]
+        if len(value) < 3:
+            raise ValueError("date needs (year, month, day)")
+        y, mo, d, h, mi, s = v[0], v[1], v[2], v[3], v[4], v[5]
+    elif isinstance(value, str):
+        t = value.strip()
+        if t.endswith("Z"):
+            t = t[:-1]
+        y = _num(t, 0, 4)
+        if t[4:5] != "-" or t[7:8] != "-":
+            raise ValueError("bad date %r (want YYYY-MM-DD)" % value)
+        mo = _num(t, 5, 7)
+        d = _num(t, 8, 10)
+        h = mi = s = 0
+        if len(t) > 10:
+            if t[10:11] not in ("T", " ") or t[13:14] != ":":
+                raise ValueError("bad date-time %r (want YYYY-MM-DDTHH:MM:SS)" % value)
+            h = _num(t, 11, 13)
+            mi = _num(t, 14, 16)
+            if len(t) > 16:
+                if t[16:17] != ":":
+                    raise ValueError("bad date-time %r" % value)
+                s = _num(t, 17, 19)
+                if len(t) > 19:
+                    raise ValueError("bad date-time %r" % value)
+    else:
+        raise ValueError("a date is a string 'YYYY-MM-DD[THH:MM:SS]'")
+    if not (1981 <= y <= 2080 and 0 <= mo <= 12 and 0 <= d <= 31 and 0 <= h <= 23
+            and 0 <= mi <= 59 and 0 <= s <= 59):
+        raise ValueError("date/time out of range: %r" % (value,))
+    return y, mo, d, h, mi, s
+
+
+def _y7(y):
+    return y - 2000 if y >= 2000 else y - 1900
+
+
+def date_g_encode(value):
+    y, mo, d, h, mi, s = parse_datetime(value)
+    yy = _y7(y)
+    return bytes(((d & 0x1F) | ((yy & 0x07) << 5), (mo & 0x0F) | ((yy & 0x78) << 1)))
+
+
+def datetime_f_encode(value):
+    y, mo, d, h, mi, s = parse_datetime(value)
+    yy = _y7(y)
+    return bytes((mi & 0x3F, h & 0x1F, (d & 0x1F) | ((yy & 0x07) << 5),
+                  (mo & 0x0F) | ((yy & 0x78) << 1)))
+
+
+def datetime_i_encode(value):
+    y, mo, d, h, mi, s = parse_datetime(value)
+    yy = _y7(y)
+    return bytes((s & 0x3F, mi & 0x3F, h & 0x1F, (d & 0x1F) | ((yy & 0x07) << 5),
+                  (mo & 0x0F) | ((yy & 0x78) << 1), 0))
+
+
+def time_j_encode(value):
+    if isinstance(value, str):
+        t = value.strip()
+        if len(t) == 5:
+            t = t + ":00"
+        if len(t) != 8 or t[2] != ":" or t[5] != ":":
+            raise ValueError("bad time %r (want HH:MM:SS)" % value)
+        h, mi, s = _num(t, 0, 2), _num(t, 3, 5), _num(t, 6, 8)
+    else:
+        h, mi, s = value[0], value[1], value[2]
+    if not (0 <= h <= 23 and 0 <= mi <= 59 and 0 <= s <= 59):
+        raise ValueError("time out of range: %r" % (value,))
+    return bytes((s, mi, h))
+
+
+# -- LVAR (variable length) ------------------------------------------------------------
+def lvar_length(lvar):
+    """LVAR byte -> (kind, data length) with kind 'text', 'bcd', '-bcd', 'bin'; or
+    (None, 0) when reserved."""
+    if lvar <= 0xBF:
+        return "text", lvar
+    if lvar <= 0xCF:
+        return "bcd", lvar - 0xC0
+    if lvar <= 0xDF:
+        return "-bcd", lvar - 0xD0
+    if lvar <= 0xEF:
+        return "bin", lvar - 0xE0
+    if lvar <= 0xFA:
+        return "bin", 4 * (lvar - 0xEC)
+    return None, 0
+
+
+def text_encode(text):
+    """ASCII text -> LVAR + bytes, last character first (as meters send it)."""
+    raw = text.encode() if isinstance(text, str) else bytes(text)
+    if len(raw) > 0xBF:
+        raise ValueError("text longer than 191 bytes")
+    return bytes((len(raw),)) + reverse(raw)
+
+
+def text_decode(data):
+    out = []
+    i = len(data) - 1
+    while i >= 0:
+        out.append(chr(data[i]))
+        i -= 1
+    return "".join(out)

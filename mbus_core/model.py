@@ -1,0 +1,459 @@
+# Meter descriptions (dicts, as parsed from JSON by the caller) -> mbus_core.meter.Meter.
+# Values come from constants, callables or small generators; time only from an injected
+# clock callable. No I/O here: the port reads the file and adds its name to errors.
+from mbus_core import records as R
+from mbus_core import vif as vt
+from mbus_core import meter as M
+
+
+class ConfigError(ValueError):
+    """A meter description is wrong. The message is one line naming meter and field."""
+
+
+METER_KEYS = ("name", "address", "id", "manufacturer", "version", "medium", "status",
+              "signature", "fabrication", "records", "replay", "ci", "comment",
+              "description")
+RECORD_KEYS = ("quantity", "unit", "value", "type", "function", "storage", "tariff",
+               "subunit", "dif", "vif", "vife", "resolution", "name", "comment")
+CI_NAMES = (("long", 0x72), ("72", 0x72), ("short", 0x7A), ("7a", 0x7A), ("none", 0x78),
+            ("78", 0x78), ("fixed", 0x73), ("73", 0x73))
+
+
+# -- generators --------------------------------------------------------------------------
+class _Ticks:
+    """Elapsed time from the injected clock, or a read counter without one."""
+
+    def __init__(self, clock):
+        self.clock = clock
+        self.t0 = clock() if clock is not None else 0
+        self.reads = 0
+
+    def now(self):
+        if self.clock is not None:
+            return self.clock() - self.t0
+        t = self.reads
+        self.reads += 1
+        return t
+
+
+class Counter:
+    """start + rate * elapsed seconds (or per read without a clock)."""
+
+    def __init__(self, start=0, rate=1, clock=None):
+        self.start = start
+        self.rate = rate
+        self.ticks = _Ticks(clock)
+
+    def value(self):
+        v = self.start + self.rate * self.ticks.now()
+        if isinstance(v, float) and v == int(v) and isinstance(self.start, int) \
+                and isinstance(self.rate, int):
+            return int(v)
+        return v
+
+    def samples(self):
+        return [self.start, self.rate, self.start + self.rate]
+
+
+class Wander:
+    """A random walk of +-step inside [min, max]; one step per elapsed second (per read
+    without a clock). Deterministic: xorshift32 seeded by `seed`."""
+
+    def __init__(self, min=0, max=100, step=1, start=None, seed=1, clock=None):
+        if max < min:
+            raise ValueError("wander: max < min")
+        if step <= 0:
+            raise ValueError("wander: step must be > 0")
+        self.lo = min
+        self.hi = max
+        self.step = step
+        self.x = (min + max) / 2 if start is None else start
+        if isinstance(min, int) and isinstance(max, int) and isinstance(step, int) \
+                and start is None:
+            self.x = (min + max) // 2
+        self.state = (seed & 0xFFFFFFFF) or 1
+        self.ticks = _Ticks(clock)
+        self.last = 0
+        self.started = False
+
+    def _rand(self):
+        s = self.state
+        s ^= (s << 13) & 0xFFFFFFFF
+        s ^= s >> 17
+        s ^= (s << 5) & 0xFFFFFFFF
+        self.state = s
+        return s
+
+    def value(self):
+        t = self.ticks.now()
+        if not self.started:
+            self.started = True
+            self.last = t
+            return self.x
+        n = int(t - self.last)
+        if n <= 0:
+            return self.x
+        self.last += n
+        if n > 1000:
+            n = 1000
+        while n:
+            if self._rand() & 1:
+                x = self.x + self.step
+            else:
+                x = self.x - self.step
+            if x > self.hi:
+                x = self.x - self.step
+            if x < self.lo:
+                x = self.x + self.step
+            if self.lo <= x <= self.hi:
+                self.x = x
+            n -= 1
+        return self.x
+
+    def samples(self):
+        return [self.lo, self.hi, self.step, self.x]
+
+
+def make_value(spec, clock=None):
+    """A constant, a callable, or {"counter": {...}} / {"wander": {...}} -> value source."""
+    if isinstance(spec, dict):
+        if len(spec) != 1:
+            raise ValueError("a generator is {\"counter\": {...}} or {\"wander\": {...}}")
+        for kind in spec:
+            args = spec[kind]
+        if not isinstance(args, dict):
+            raise ValueError("%s: parameters must be an object" % kind)
+        for k in args:
+            if not isinstance(args[k], (int, float)) or isinstance(args[k], bool):
+                raise ValueError("%s: %s must be a number" % (kind, k))
+        if kind == "counter":
+            for k in args:
+                if k not in ("start", "rate"):
+                    raise ValueError("counter: unknown key '%s' (known: start, rate)" % k)
+            return Counter(args.get("start", 0), args.get("rate", 1), clock)
+        if kind == "wander":
+            for k in args:
+                if k not in ("min", "max", "step", "start", "seed"):
+                    raise ValueError("wander: unknown key '%s' (known: min, max, step, "
+                                     "start, seed)" % k)
+            return Wander(args.get("min", 0), args.get("max", 100), args.get("step", 1),
+                          args.get("start"), int(args.get("seed", 1)), clock)
+        raise ValueError("unknown generator '%s' (known: counter, wander)" % kind)
+    return spec
+
+
+# -- records ---------------------------------------------------------------------------
+def record_from_config(rc, clock=None):
+    """One record entry (dict) -> Record. Raises ValueError with a short message."""
+    if isinstance(rc, (bytes, bytearray)):
+        return bytes(rc)
+    if isinstance(rc, str):  # a complete record as hex
+        return R.parse_hex(rc)
+    if not isinstance(rc, dict):
+        raise ValueError("a record must be an object")
+    for k in rc:
+        if k not in RECORD_KEYS:
+            raise ValueError("unknown key '%s' (known: %s)" % (k, ", ".join(RECORD_KEYS)))
+    for k in ("storage", "tariff", "subunit"):
+        v = rc.get(k, 0)
+        if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+            raise ValueError("%s must be an integer >= 0" % k)
+    src = make_value(rc.get("value", 0), clock)
+    samples = None
+    if hasattr(src, "samples"):
+        samples = src.samples()
+    elif callable(src):
+        samples = [0.001]
+    res = rc.get("resolution")
+    if res is not None and (not isinstance(res, (int, float)) or res <= 0):
+        raise ValueError("resolution must be a number > 0")
+    return R.make_record(quantity=rc.get("quantity"), unit=rc.get("unit"), value=src,
+                         type=rc.get("type"), function=rc.get("function", "instantaneous"),
+                         storage=rc.get("storage", 0), tariff=rc.get("tariff", 0),
+                         subunit=rc.get("subunit", 0), dif=rc.get("dif"),
+                         vif=rc.get("vif"), vife=rc.get("vife"), resolution=res,
+                         samples=samples, name=rc.get("name"))
+
+
+def demo_records(medium):
+    """A sensible record set for a medium code."""
+    if medium in (0x04, 0x0C, 0x0D, 0x0A, 0x0B):  # heat / cooling
+        return [
+            {"quantity": "energy", "unit": "kWh", "value": {"counter": {"start": 12345,
+                                                                       "rate": 0.01}}},
+            {"quantity": "volume", "unit": "m3", "value": {"counter": {"start": 456.7,
+                                                                      "rate": 0.001}}},
+            {"quantity": "power", "unit": "kW", "value": {"wander": {"min": 2, "max": 12,
+                                                                    "step": 0.1}}},
+            {"quantity": "volume flow", "unit": "m3/h", "value": 0.35},
+            {"quantity": "flow temperature", "unit": "C", "value": {
+                "wander": {"min": 55, "max": 75, "step": 0.1}}},
+            {"quantity": "return temperature", "unit": "C", "value": {
+                "wander": {"min": 35, "max": 45, "step": 0.1}}},
+            {"quantity": "temperature difference", "unit": "K", "value": 20.0,
+             "resolution": 0.01},
+            {"quantity": "on time", "unit": "h", "value": {"counter": {"start": 8760,
+                                                                      "rate": 0}}},
+        ]
+    if medium == 0x02:  # electricity
+        return [
+            {"quantity": "energy", "unit": "kWh", "value": {"counter": {"start": 2500,
+                                                                       "rate": 0.001}}},
+            {"quantity": "power", "unit": "W", "value": {"wander": {"min": 100, "max": 3000,
+                                                                   "step": 10}}},
+            {"quantity": "voltage", "unit": "V", "value": 230},
+            {"quantity": "current", "unit": "A", "value": 1.5},
+        ]
+    return [
+        {"quantity": "volume", "unit": "m3", "value": {"counter": {"start": 123.456,
+                                                                  "rate": 0.001}}},
+        {"quantity": "volume flow", "unit": "m3/h", "value": 0.5},
+    ]
+
+
+# -- identity ------------------------------------------------------------------------------
+def _int(cfg, key, lo, hi, default):
+    v = cfg.get(key, default)
+    if isinstance(v, bool) or not isinstance(v, int):
+        if isinstance(v, str) and v.strip().isdigit():
+            v = int(v.strip())
+        else:
+            raise ValueError("%s must be an integer %d..%d, got %r" % (key, lo, hi, v))
+    if not lo <= v <= hi:
+        raise ValueError("%s must be %d..%d, got %d" % (key, lo, hi, v))
+    return v
+
+
+def parse_id(v, key="id"):
+    if isinstance(v, bool):
+        raise ValueError("bad %s %r (want up to 8 decimal digits)" % (key, v))
+    if isinstance(v, int):
+        if 0 <= v <= 99999999:
+            return v
+        raise ValueError("bad %s %d (want up to 8 decimal digits)" % (key, v))
+    if isinstance(v, str):
+        s = v.strip()
+        if 1 <= len(s) <= 8 and s.isdigit():
+            return int(s)
+    raise ValueError("bad %s %r (want up to 8 decimal digits)" % (key, v))
+
+
+def parse_manufacturer(v):
+    if isinstance(v, str) and len(v) == 3:
+        ok = True
+        for ch in v.upper():
+            if not "A" <= ch <= "Z":
+                ok = False
+        if ok:
+            return v.upper()
+    raise ValueError("bad manufacturer %r (want 3 letters A-Z)" % (v,))
+
+
+def parse_medium(v):
+    if isinstance(v, int) and not isinstance(v, bool):
+        if 0 <= v <= 255:
+            return v
+        raise ValueError("medium must be 0..255, got %d" % v)
+    if isinstance(v, str):
+        c = vt.medium_code(v)
+        if c >= 0:
+            return c
+        s = v.strip().lower()
+        if s.startswith("0x"):
+            try:
+                c = int(s[2:], 16)
+                if 0 <= c <= 255:
+                    return c
+            except ValueError:
+                pass
+    raise ValueError("bad medium %r (known: %s, or a code 0..255)"
+                     % (v, ", ".join(vt.medium_names())))
+
+
+def _where(index, name):
+    if name:
+        return 'meter %d ("%s")' % (index + 1, name)
+    return "meter %d" % (index + 1)
+
+
+def meter_from_config(cfg, index=0, clock=None):
+    """One meter description (dict) -> Meter. index (0-based) names the meter in errors
+    ("meter 1" is the first)."""
+    name = None
+    if isinstance(cfg, dict):
+        name = cfg.get("name")
+        if name is not None and not isinstance(name, str):
+            name = str(name)
+    where = _where(index, name)
+    if not isinstance(cfg, dict):
+        raise ConfigError("%s: a meter must be an object" % where)
+    for k in cfg:
+        if k not in METER_KEYS:
+            raise ConfigError("%s: unknown key '%s' (known: %s)"
+                              % (where, k, ", ".join(METER_KEYS)))
+    try:
+        address = _int(cfg, "address", 0, 250, 0)
+    except ValueError as e:
+        raise ConfigError("%s: %s" % (where, e))
+    if "replay" in cfg:
+        for k in cfg:
+            if k not in ("replay", "address", "name", "comment", "description"):
+                raise ConfigError("%s: '%s' cannot be used with 'replay' (the identity "
+                                  "comes from the telegram)" % (where, k))
+        text = cfg["replay"]
+        if isinstance(text, list):
+            text = "\n".join(text)
+        if not isinstance(text, str):
+            raise ConfigError("%s: replay must be hex text" % where)
+        try:
+            m = replay_from_hex(text, address)
+        except ConfigError as e:
+            raise ConfigError("%s: replay: %s" % (where, e))
+        m.name = name
+        return m
+    try:
+        ident = parse_id(cfg.get("id", 12345678))
+        man = parse_manufacturer(cfg.get("manufacturer", "TST"))
+        version = _int(cfg, "version", 0, 255, 1)
+        medium = parse_medium(cfg.get("medium", 0))
+        status = _int(cfg, "status", 0, 255, 0)
+        signature = _int(cfg, "signature", 0, 0xFFFF, 0)
+        fab = cfg.get("fabrication")
+        if fab is not None:
+            fab = parse_id(fab, "fabrication")
+        ci = 0x72
+        if "ci" in cfg:
+            c = cfg["ci"]
+            ci = -1
+            for n, code in CI_NAMES:
+                if (isinstance(c, str) and c.strip().lower() == n) or c == code:
+                    ci = code
+            if ci < 0 or ci == 0x73:
+                raise ValueError("bad ci %r (known: long/72, short/7A, none/78)" % (c,))
+    except ValueError as e:
+        raise ConfigError("%s: %s" % (where, e))
+    recs_cfg = cfg.get("records")
+    if recs_cfg is None:
+        recs_cfg = demo_records(medium)
+    if not isinstance(recs_cfg, list):
+        raise ConfigError("%s: records must be a list" % where)
+    recs = []
+    has_fab = False
+    n = 0
+    for rc in recs_cfg:
+        n += 1
+        try:
+            rec = record_from_config(rc, clock)
+        except ValueError as e:
+            raise ConfigError("%s: record %d: %s" % (where, n, e))
+        head = rec if isinstance(rec, bytes) else rec.head
+        if R._vif_of(head) == 0x78:
+            has_fab = True
+        recs.append(rec)
+    if fab is not None and not has_fab:
+        recs.append(R.make_record("fabrication number", value=fab))
+    try:
+        m = M.Meter(id=ident, manufacturer=man, version=version, medium=medium,
+                    address=address, records=recs, status=status, signature=signature,
+                    fabrication=fab, ci=ci, name=name)
+    except ValueError as e:
+        raise ConfigError("%s: %s" % (where, e))
+    return m
+
+
+def meters_from_config(cfg, clock=None):
+    """One meter dict, or {"meters": [...]} -> list of Meter."""
+    if isinstance(cfg, dict) and "meters" in cfg:
+        for k in cfg:
+            if k not in ("meters", "comment", "description"):
+                raise ConfigError("bus: unknown key '%s' (known: meters, comment)" % k)
+        lst = cfg["meters"]
+        if not isinstance(lst, list):
+            raise ConfigError("bus: meters must be a list")
+        out = []
+        i = 0
+        for mc in lst:
+            out.append(meter_from_config(mc, i, clock))
+            i += 1
+        return out
+    if isinstance(cfg, list):
+        out = []
+        i = 0
+        for mc in cfg:
+            out.append(meter_from_config(mc, i, clock))
+            i += 1
+        return out
+    return [meter_from_config(cfg, 0, clock)]
+
+
+# -- captured telegrams ----------------------------------------------------------------
+def parse_frames(text):
+    """Hex text (bytes with or without spaces, one or more frames, any lines) -> list of
+    frames (bytes), each checked: E5, short 10..16, or long/control 68 L L 68 .. CS 16."""
+    try:
+        data = R.parse_hex(text)
+    except ValueError as e:
+        raise ConfigError(str(e))
+    if not data:
+        raise ConfigError("no bytes in the hex text")
+    out = []
+    i = 0
+    n = 0
+    while i < len(data):
+        n += 1
+        b = data[i]
+        if b == 0xE5:
+            out.append(data[i:i + 1])
+            i += 1
+            continue
+        if b == 0x10:
+            if i + 5 > len(data):
+                raise ConfigError("frame %d: short frame cut off" % n)
+            f = data[i:i + 5]
+            if (f[1] + f[2]) & 0xFF != f[3] or f[4] != 0x16:
+                raise ConfigError("frame %d: bad short frame checksum or stop byte" % n)
+            out.append(f)
+            i += 5
+            continue
+        if b != 0x68:
+            raise ConfigError("frame %d: bad start byte 0x%02X at offset %d (want 68)"
+                              % (n, b, i))
+        if i + 4 > len(data):
+            raise ConfigError("frame %d: cut off in the header" % n)
+        ln = data[i + 1]
+        if data[i + 2] != ln or data[i + 3] != 0x68:
+            raise ConfigError("frame %d: bad header (68 L L 68 with equal L wanted)" % n)
+        if ln < 3:
+            raise ConfigError("frame %d: length %d < 3" % (n, ln))
+        end = i + 4 + ln + 2
+        if end > len(data):
+            raise ConfigError("frame %d: %d bytes announced, only %d there"
+                              % (n, ln + 6, len(data) - i))
+        cs = 0
+        j = i + 4
+        while j < i + 4 + ln:
+            cs = (cs + data[j]) & 0xFF
+            j += 1
+        if data[end - 2] != cs:
+            raise ConfigError("frame %d: bad checksum 0x%02X (computed 0x%02X)"
+                              % (n, data[end - 2], cs))
+        if data[end - 1] != 0x16:
+            raise ConfigError("frame %d: bad stop byte 0x%02X (want 16)" % (n, data[end - 1]))
+        out.append(data[i:end])
+        i = end
+    return out
+
+
+def replay_from_hex(text, address=None):
+    """Captured RSP_UD telegram(s) as hex text -> a Meter answering them verbatim."""
+    frames = parse_frames(text)
+    apps = []
+    n = 0
+    for f in frames:
+        n += 1
+        if f[0] != 0x68 or len(f) < 9:
+            raise ConfigError("frame %d: a replay needs long frames (68 L L 68 ...)" % n)
+        apps.append(f[6:len(f) - 2])
+    if address is not None and not (0 <= address <= 250):
+        raise ConfigError("address must be 0..250")
+    return M.replay_meter(apps, address)

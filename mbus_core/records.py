@@ -1,0 +1,835 @@
+# Data records (EN 13757-3): encode a record from a description, decode the record
+# area of a telegram. Runs unchanged on CPython and MicroPython.
+#
+#   Record            one record with a current value: .encode() -> bytes, .dynamic
+#   make_record(...)  a Record from quantity/unit names or raw DIF/VIF bytes
+#   decode_records(data) -> [Decoded]   the record area after the header
+#   decode_user_data(app_data) -> dict  from the CI byte on (72, 7A, 78, 73, 70)
+from mbus_core import datatypes as dt
+from mbus_core import vif as vt
+from mbus_core import units as ut
+
+FUNCTIONS = (("instantaneous", 0), ("maximum", 1), ("minimum", 2), ("error", 3),
+             ("instant", 0), ("actual", 0), ("max", 1), ("min", 2), ("value during error", 3))
+FUNCTION_NAMES = ("Instantaneous value", "Maximum value", "Minimum value",
+                  "Value during error state")
+MAX_DIFE = 10
+MAX_VIFE = 10
+MAX_TEXT_VIF = 128
+
+
+class DecodeError(ValueError):
+    pass
+
+
+def parse_hex(text):
+    """'04 13 ..' / '0413..' / bytes -> bytes; ValueError on anything else."""
+    if isinstance(text, (bytes, bytearray)):
+        return bytes(text)
+    if isinstance(text, int):
+        if not 0 <= text <= 255:
+            raise ValueError("byte %d out of range" % text)
+        return bytes((text,))
+    digits = []
+    for ch in text:
+        if ch in " \t\r\n,:":
+            continue
+        o = ord(ch)
+        if 48 <= o <= 57 or 65 <= o <= 70 or 97 <= o <= 102:
+            digits.append(ch)
+        else:
+            raise ValueError("malformed hex %r (bad character %r)" % (text, ch))
+    if len(digits) % 2:
+        raise ValueError("malformed hex %r (odd number of digits)" % text)
+    out = bytearray(len(digits) // 2)
+    i = 0
+    while i < len(out):
+        out[i] = int(digits[2 * i] + digits[2 * i + 1], 16)
+        i += 1
+    return bytes(out)
+
+
+# -- the DIF/DIFE block ----------------------------------------------------------------
+def function_code(name):
+    if isinstance(name, int):
+        if 0 <= name <= 3:
+            return name
+        raise ValueError("function must be 0..3")
+    n = name.strip().lower()
+    for f, c in FUNCTIONS:
+        if f == n:
+            return c
+    raise ValueError("unknown function %r (known: instantaneous, maximum, minimum, error)"
+                     % name)
+
+
+def _bits(v):
+    n = 0
+    while v:
+        n += 1
+        v >>= 1
+    return n
+
+
+def build_dib(code, function=0, storage=0, tariff=0, subunit=0, min_dife=0):
+    """DIF (+ DIFEs) for data field `code` (0..15)."""
+    if storage < 0 or tariff < 0 or subunit < 0:
+        raise ValueError("storage, tariff and subunit must be >= 0")
+    rest = storage >> 1
+    n = (_bits(rest) + 3) // 4
+    t = (_bits(tariff) + 1) // 2
+    if t > n:
+        n = t
+    u = _bits(subunit)
+    if u > n:
+        n = u
+    if min_dife > n:
+        n = min_dife
+    if n > MAX_DIFE:
+        raise ValueError("storage %d / tariff %d / subunit %d need more than 10 DIFEs"
+                         % (storage, tariff, subunit))
+    out = bytearray(1 + n)
+    out[0] = (code & 0x0F) | ((function & 3) << 4) | ((storage & 1) << 6) | (0x80 if n else 0)
+    i = 0
+    while i < n:
+        b = (rest & 0x0F) | ((tariff & 3) << 4) | ((subunit & 1) << 6)
+        rest >>= 4
+        tariff >>= 2
+        subunit >>= 1
+        if i < n - 1:
+            b |= 0x80
+        out[1 + i] = b
+        i += 1
+    return bytes(out)
+
+
+def dib_fields(dif, dife):
+    """(function, storage, tariff, subunit) of a DIF and its DIFE bytes."""
+    storage = (dif >> 6) & 1
+    tariff = 0
+    subunit = 0
+    sbit = 1
+    tbit = 0
+    ubit = 0
+    for b in dife:
+        storage |= (b & 0x0F) << sbit
+        tariff |= ((b >> 4) & 3) << tbit
+        subunit |= ((b >> 6) & 1) << ubit
+        sbit += 4
+        tbit += 2
+        ubit += 1
+    return (dif >> 4) & 3, storage, tariff, subunit
+
+
+# -- values -> data bytes --------------------------------------------------------------
+def _round(x):
+    if isinstance(x, int):
+        return x
+    if x != x or x in (float("inf"), float("-inf")):
+        raise ValueError("value is not a number")
+    return int(x + 0.5) if x >= 0 else -int(-x + 0.5)
+
+
+def scale_value(value, pow10):
+    """value * 10**pow10 rounded to an int (exact for ints)."""
+    if isinstance(value, bool):
+        value = int(value)
+    if isinstance(value, int):
+        if pow10 >= 0:
+            return value * 10 ** pow10
+        return _round(value / (10 ** -pow10))
+    if not isinstance(value, float):
+        raise ValueError("value %r is not a number" % (value,))
+    if pow10 >= 0:
+        return _round(value * 10 ** pow10)
+    return _round(value / (10 ** -pow10))
+
+
+def encode_data(code, kind, value, pow10=0):
+    """The data field bytes for a value. kind: 'num', 'date', 'datetime', 'time', 'text',
+    'bin' (bytes or hex, sent as they are), 'lbcd' (LVAR BCD number)."""
+    if kind == "bin":
+        raw = parse_hex(value)
+        if code == 0x0D:
+            if len(raw) > 16:
+                raise ValueError("binary LVAR longer than 16 bytes")
+            return bytes((0xE0 + len(raw),)) + raw
+        n = dt.DATA_LEN[code]
+        if code not in (0x0F,) and len(raw) != n:
+            raise ValueError("%d bytes given, the data field takes %d" % (len(raw), n))
+        return raw
+    if kind == "text":
+        if code != 0x0D:
+            raise ValueError("text needs the variable length type (DIF data field D)")
+        return dt.text_encode(value if isinstance(value, str) else str(value))
+    if kind == "date":
+        if code != 0x2:
+            raise ValueError("a date (type G) needs int16")
+        return dt.date_g_encode(value)
+    if kind == "datetime":
+        if code == 0x4:
+            return dt.datetime_f_encode(value)
+        if code == 0x6:
+            return dt.datetime_i_encode(value)
+        raise ValueError("a date-time needs int32 (type F) or int48 (type I)")
+    if kind == "time":
+        if code != 0x3:
+            raise ValueError("a time (type J) needs int24")
+        return dt.time_j_encode(value)
+    # numbers
+    if code == 0x0:
+        return b""
+    if code == 0x5:
+        v = float(value) * (10.0 ** pow10) if pow10 else float(value)
+        return dt.real_encode(v)
+    raw = scale_value(value, pow10)
+    if code in (0x1, 0x2, 0x3, 0x4, 0x6, 0x7):
+        return dt.int_encode(raw, dt.DATA_LEN[code])
+    if code in (0x9, 0xA, 0xB, 0xC, 0xE):
+        return dt.bcd_encode(raw, dt.DATA_LEN[code])
+    if code == 0x0D:  # LVAR BCD number
+        n = 1
+        a = raw if raw >= 0 else -raw
+        while a >= 10 ** (2 * n):
+            n += 1
+        if n > 15:
+            raise ValueError("number too long for LVAR BCD")
+        return bytes(((0xC0 if raw >= 0 else 0xD0) + n,)) + dt.bcd_encode(a, n)
+    raise ValueError("data field %X cannot carry a number" % code)
+
+
+class Record:
+    """One record: `head` (DIF..VIFE bytes, incl. a plain-text unit), data field `code`,
+    and a value: a constant, a callable, or an object with .value() (a generator).
+    Numbers are sent as round(value * 10**pow10)."""
+
+    def __init__(self, head, code, value=0, pow10=0, kind="num", name=None):
+        self.head = bytes(head)
+        self.code = code
+        self.kind = kind
+        self.pow10 = pow10
+        self.name = name
+        self.source = value
+        self.dynamic = callable(value) or hasattr(value, "value")
+        self.encode()  # fail early on a value that does not fit
+
+    def current(self):
+        src = self.source
+        if hasattr(src, "value"):
+            return src.value()
+        if callable(src):
+            return src()
+        return src
+
+    def encode(self):
+        return self.head + encode_data(self.code, self.kind, self.current(), self.pow10)
+
+
+# -- choosing the VIF for a quantity and unit ------------------------------------------
+def _fits(code, raw):
+    if code in (0x1, 0x2, 0x3, 0x4, 0x6, 0x7):
+        lo, hi = dt.int_range(dt.DATA_LEN[code])
+        return lo <= raw <= hi
+    if code in (0x9, 0xA, 0xB, 0xC, 0xE):
+        n = 2 * dt.DATA_LEN[code]
+        if raw < 0:
+            return -raw < 10 ** (n - 1)
+        return raw < 10 ** n
+    return True
+
+
+def _is_whole(v, pow10):
+    if isinstance(v, int):
+        return pow10 >= 0 or v % (10 ** -pow10) == 0
+    x = v * 10 ** pow10 if pow10 >= 0 else v / (10 ** -pow10)
+    r = _round(x)
+    return abs(x - r) <= 1e-9 * (abs(x) if abs(x) > 1 else 1)
+
+
+def choose_code(codes, unit_pow, samples, code, resolution=None):
+    """Pick (vif bytes, pow10) for a scaled quantity. codes: the family's runs,
+    unit_pow: power of ten of the author's unit, samples: example values (in the author's
+    unit). The coarsest exponent that keeps every sample whole wins; with a resolution
+    (in the author's unit) the exponent of that resolution is wanted."""
+    cands = []
+    for prefix, first, e0, count in codes:
+        n = 0
+        while n < count:
+            cands.append((prefix + bytes((first + n,)), e0 + n))
+            n += 1
+    # cands ascending in exponent: finest first
+    if resolution is not None:
+        want = None
+        for vbytes, e in cands:
+            if _is_whole(resolution, unit_pow - e):
+                want = (vbytes, unit_pow - e)
+        if want is None:
+            raise ValueError("no VIF has a resolution of %r" % (resolution,))
+        return want
+    best = None
+    for vbytes, e in cands:
+        p = unit_pow - e  # raw = value * 10**p
+        ok = True
+        for s in samples:
+            if not _is_whole(s, p) or (code != 0x5 and not _fits(code, scale_value(s, p))):
+                ok = False
+                break
+        if ok:
+            best = (vbytes, p)
+    if best is not None:
+        return best
+    for vbytes, e in cands:  # finest exponent that still fits
+        p = unit_pow - e
+        ok = True
+        for s in samples:
+            if code != 0x5 and not _fits(code, scale_value(s, p)):
+                ok = False
+        if ok:
+            return vbytes, p
+    raise ValueError("value %r does not fit in %s with any exponent"
+                     % (samples[0] if samples else None, dt.type_name(code)))
+
+
+def _real32_code(codes, unit_pow):
+    """For real32: the VIF whose exponent is closest to the author's unit."""
+    best = None
+    for prefix, first, e0, count in codes:
+        n = 0
+        while n < count:
+            e = e0 + n
+            d = e - unit_pow
+            if d < 0:
+                d = -d
+            if best is None or d < best[0]:
+                best = (d, prefix + bytes((first + n,)), unit_pow - e)
+            n += 1
+    return best[1], best[2]
+
+
+def _default_type(value):
+    if isinstance(value, str):
+        return "text"
+    return "int32"
+
+
+def _widen(code, samples, pow10):
+    """int32 too small for the samples: int48, int64."""
+    for c in (code, 0x6, 0x7):
+        ok = True
+        for s in samples:
+            if not _fits(c, scale_value(s, pow10)):
+                ok = False
+        if ok:
+            return c
+    return code
+
+
+def make_record(quantity=None, unit=None, value=0, type=None, function="instantaneous",
+                storage=0, tariff=0, subunit=0, dif=None, vif=None, vife=None,
+                resolution=None, samples=None, name=None):
+    """A Record from names (quantity/unit/type/function...) or raw hex (dif, vif, vife).
+    samples: values the record will take (for dynamic values; default [value])."""
+    if samples is None:
+        samples = [] if (callable(value) or hasattr(value, "value")) else [value]
+    fcode = function_code(function)
+    extra = parse_hex(vife) if vife is not None else b""
+    if dif is not None:
+        dib = parse_hex(dif)
+        if not dib:
+            raise ValueError("empty dif")
+        if vif is None and (dib[0] & 0x0F) != 0x0F and dib[0] != 0x2F:
+            raise ValueError("a raw dif needs a vif")
+        head = dib + (parse_hex(vif) if vif is not None else b"") + extra
+        code = dib[0] & 0x0F
+        if dib[0] in (0x0F, 0x1F):
+            return Record(head, 0x0F, value, 0, "bin", name)
+        if dib[0] == 0x2F:
+            return Record(head, 0x00, 0, 0, "num", name)
+        return Record(head, code, value, _raw_pow(resolution), _raw_kind(type, code, head,
+                                                                         value), name)
+    # a named quantity (or a raw vif with named DIF parts)
+    tname = type
+    if vif is not None:
+        vbytes = parse_hex(vif)
+        if not vbytes:
+            raise ValueError("empty vif")
+        if tname is None:
+            tname = _default_type(value)
+        code = dt.type_code(tname) if tname not in ("date", "datetime", "datetime6", "time",
+                                                    "binary") else _special(tname)
+        if code < 0:
+            raise ValueError("unknown type %r" % tname)
+        head = build_dib(code, fcode, storage, tariff, subunit) + vbytes + extra
+        return Record(head, code, value, _raw_pow(resolution), _kind(tname, value), name)
+    if quantity is None:
+        raise ValueError("a record needs a quantity (or raw dif/vif)")
+    qn = quantity.strip().lower() if isinstance(quantity, str) else ""
+    if qn == "custom":
+        if not unit:
+            raise ValueError("a custom quantity needs a unit text")
+        u = unit.encode()
+        if len(u) > MAX_TEXT_VIF:
+            raise ValueError("unit text too long")
+        tname = tname or _default_type(value)
+        code = dt.type_code(tname)
+        if code < 0:
+            raise ValueError("unknown type %r" % tname)
+        vb = bytes((0xFC if extra else 0x7C, len(u))) + dt.reverse(u)
+        head = build_dib(code, fcode, storage, tariff, subunit) + vb + extra
+        p = 0
+        if resolution is not None:
+            p = _raw_pow(resolution)
+        return Record(head, code, value, p, _kind(tname, value), name)
+    found = ut.find_quantity(qn)
+    if found is None:
+        raise ValueError("unknown quantity %r (known: %s)" % (quantity,
+                                                             ", ".join(ut.quantity_names())))
+    kind, info = found
+    if kind == "plain":
+        vbytes, dtype = info
+        if unit not in (None, ""):
+            raise ValueError("quantity %r has no unit (got %r)" % (quantity, unit))
+        tname = tname or dtype
+        code = _special(tname) if tname in ("date", "datetime", "datetime6", "time",
+                                            "binary") else dt.type_code(tname)
+        if code < 0:
+            raise ValueError("unknown type %r" % tname)
+        head = build_dib(code, fcode, storage, tariff, subunit) + _ext(vbytes, extra)
+        return Record(head, code, value, 0, _kind(tname, value), name)
+    if unit is None:
+        unit = ut.default_unit(kind, info)
+    if kind == "timed":
+        units, prefix, first = info
+        n = -1
+        for u, k in units:
+            if u == unit:
+                n = k
+        if n < 0:
+            raise ValueError("unknown unit %r for %s (known: %s)"
+                             % (unit, qn, ", ".join(ut.unit_names(kind, info))))
+        tname = tname or "int32"
+        code = dt.type_code(tname)
+        if code < 0 or code == 0x0D:
+            raise ValueError("unknown or unsuitable type %r" % tname)
+        if code not in (0x5,):
+            code = _widen(code, samples, 0) if type is None else code
+        vbytes = prefix + bytes((first + n,))
+        head = build_dib(code, fcode, storage, tariff, subunit) + _ext(vbytes, extra)
+        return Record(head, code, value, 0, "num", name)
+    # scaled
+    fam = None
+    upow = 0
+    for units, codes in info:
+        for u, p in units:
+            if u == unit:
+                fam = codes
+                upow = p
+    if fam is None:
+        raise ValueError("unknown unit %r for %s (known: %s)"
+                         % (unit, qn, ", ".join(ut.unit_names(kind, info))))
+    tname = tname or "int32"
+    code = dt.type_code(tname)
+    if code < 0 or code == 0x0D:
+        raise ValueError("unknown or unsuitable type %r for a number" % tname)
+    if code == 0x5:
+        vbytes, p = _real32_code(fam, upow)
+    else:
+        try:
+            vbytes, p = choose_code(fam, upow, samples, code, resolution)
+        except ValueError:
+            if type is not None:
+                raise
+            code = 0x7
+            vbytes, p = choose_code(fam, upow, samples, code, resolution)
+        if type is None:
+            code = _widen(code, samples, p)
+    head = build_dib(code, fcode, storage, tariff, subunit) + _ext(vbytes, extra)
+    return Record(head, code, value, p, "num", name)
+
+
+def _ext(vbytes, extra):
+    """Append VIFE bytes: set the extension bit on the last VIF/VIFE byte."""
+    if not extra:
+        return vbytes
+    b = bytearray(vbytes)
+    b[len(b) - 1] |= 0x80
+    return bytes(b) + extra
+
+
+def _special(tname):
+    if tname == "date":
+        return 0x2
+    if tname == "datetime":
+        return 0x4
+    if tname == "datetime6":
+        return 0x6
+    if tname == "time":
+        return 0x3
+    if tname == "binary":
+        return 0xD
+    return -1
+
+
+def _kind(tname, value):
+    if tname in ("date", "datetime", "time"):
+        return tname
+    if tname == "datetime6":
+        return "datetime"
+    if tname == "binary":
+        return "bin"
+    if tname in ("text", "var", "lvar"):
+        if isinstance(value, str) or (tname == "text"):
+            return "text"
+        return "num"
+    return "num"
+
+
+def _raw_kind(tname, code, head, value):
+    if tname is not None:
+        return _kind(tname, value)
+    vif = _vif_of(head)
+    if code == 0x2 and vif is not None and (vif & 0x7F) == 0x6C:
+        return "date"
+    if code in (0x4, 0x6) and vif is not None and (vif & 0x7F) == 0x6D:
+        return "datetime"
+    if code == 0x0D:
+        return "text" if isinstance(value, str) else "num"
+    return "num"
+
+
+def _raw_pow(resolution):
+    if resolution is None:
+        return 0
+    p = 0
+    r = resolution
+    while not _is_whole(r, 0) and p < 12:
+        p += 1
+        r = r * 10
+    return p
+
+
+def _vif_of(head):
+    i = 0
+    while i < len(head) and head[i] & 0x80:
+        i += 1
+    i += 1
+    return head[i] if i < len(head) else None
+
+
+# -- decoding --------------------------------------------------------------------------
+class Decoded:
+    """One decoded record. value: engineering value in `unit` (as libmbus normalises it);
+    raw: the number/string as coded; head/data: the bytes."""
+
+    def __init__(self):
+        self.dif = 0
+        self.dife = b""
+        self.vif = None
+        self.vife = b""
+        self.text_unit = None
+        self.data = b""
+        self.head = b""
+        self.code = 0
+        self.function = ""
+        self.storage = 0
+        self.tariff = 0
+        self.subunit = 0
+        self.quantity = ""
+        self.unit = ""
+        self.value = None
+        self.raw = None
+        self.known = True
+        self.special = None  # "filler", "manufacturer", "more"
+        self.lvar = None
+
+    def as_dict(self):
+        return {"function": self.function, "storage": self.storage, "tariff": self.tariff,
+                "subunit": self.subunit, "quantity": self.quantity, "unit": self.unit,
+                "value": self.value, "raw": self.raw, "type": self.type_name(),
+                "dif": dt.hexstr(bytes((self.dif,)) + self.dife),
+                "vif": dt.hexstr(self.head[1 + len(self.dife):]),
+                "data": dt.hexstr(self.data), "vife": self.vife_texts()}
+
+    def type_name(self):
+        if self.special:
+            return self.special
+        if self.code == 0x0D and self.lvar is not None:
+            return "lvar-" + dt.lvar_length(self.lvar)[0]
+        return dt.type_name(self.code)
+
+    def vife_texts(self):
+        out = []
+        start = 1 if self.vif in (0xFD, 0xFB) else 0
+        i = start
+        while i < len(self.vife):
+            out.append(vt.vife_text(self.vife[i]))
+            i += 1
+        return out
+
+    def encoded(self):
+        return self.head + self.data
+
+    def to_record(self):
+        """A Record that encodes this record again, from its decoded value where that
+        reproduces the bytes, else from the raw data bytes."""
+        if self.special == "filler":
+            return Record(self.head, 0x00, 0, 0, "num")
+        if self.special:
+            return Record(self.head, 0x0F, self.data, 0, "bin")
+        kind = "bin"
+        value = self.data
+        if self.raw is not None:
+            r = self.raw
+            if self.code == 0x0D and self.lvar is not None and self.lvar <= 0xBF:
+                kind, value = "text", r
+            elif self.code == 0x2 and isinstance(r, str):
+                kind, value = "date", r
+            elif self.code in (0x4, 0x6) and isinstance(r, str):
+                kind, value = "datetime", r
+            elif self.code == 0x3 and isinstance(r, str):
+                kind, value = "time", r
+            elif isinstance(r, (int, float)) and self.code != 0x0D:
+                kind, value = "num", r
+        try:
+            rec = Record(self.head, self.code, value, 0, kind)
+            if rec.encode() == self.encoded():
+                return rec
+        except ValueError:
+            pass
+        return Record(self.head, 0x0F if self.code == 0x0F else self.code, self.data, 0,
+                      "bin") if self.code != 0x0D else _RawRecord(self.encoded())
+
+
+class _RawRecord:
+    dynamic = False
+
+    def __init__(self, b):
+        self.b = bytes(b)
+
+    def encode(self):
+        return self.b
+
+
+def _value_of(rec):
+    """raw value of the data field (number, string or None)."""
+    code = rec.code
+    d = rec.data
+    v = rec.vif
+    vm = v & 0x7F if v is not None else None
+    fdv = rec.vife[0] & 0x7F if (v == 0xFD and rec.vife) else None
+    if code == 0x0:
+        return None
+    if code == 0x2 and vm == 0x6C:
+        return dt.date_g_decode(d)
+    if code == 0x4 and (vm == 0x6D or fdv in (0x30, 0x70)):
+        return dt.datetime_f_decode(d)
+    if code == 0x6 and (vm == 0x6D or fdv in (0x30, 0x70)):
+        return dt.datetime_i_decode(d)
+    if code == 0x3 and vm == 0x6D:
+        return dt.time_j_decode(d)
+    if code in (0x1, 0x2, 0x3, 0x4, 0x6, 0x7):
+        return dt.int_decode(d)
+    if code == 0x5:
+        return dt.real_decode(d)
+    if code in (0x9, 0xA, 0xB, 0xC, 0xE):
+        if dt.bcd_valid(d):
+            return dt.bcd_decode(d)
+        return dt.bcd_hex(d)
+    if code == 0x0D:
+        kind, n = dt.lvar_length(rec.lvar)
+        if kind == "text":
+            return dt.text_decode(d)
+        if kind == "bcd":
+            return dt.bcd_decode(d) if dt.bcd_valid(d) else dt.bcd_hex(d)
+        if kind == "-bcd":
+            return -dt.bcd_decode(d) if dt.bcd_valid(d) else dt.bcd_hex(d)
+        return dt.hexstr(d)
+    if code == 0x8:
+        return None
+    return dt.hexstr(d)
+
+
+def _normalise(rec):
+    if rec.text_unit is not None:
+        rec.quantity = rec.text_unit
+        rec.unit = "-"
+        factor = 1
+    else:
+        info = vt.vif_info(rec.vif, rec.vife)
+        if info is None:
+            rec.known = False
+            if rec.vif in (0xFD, 0xFB):
+                rec.quantity = "Unknown (VIF=0x%02X 0x%02X)" % (
+                    rec.vif, rec.vife[0] if rec.vife else 0)
+            else:
+                rec.quantity = "Unknown (VIF=0x%02X)" % rec.vif
+            rec.unit = ""
+            rec.value = rec.raw
+            return
+        rec.quantity, rec.unit, factor = info
+    r = rec.raw
+    if isinstance(r, (int, float)) and not isinstance(r, bool):
+        val = r * factor if factor != 1 else r
+        val = vt.vife_correct(rec.vif, rec.vife, val)
+        rec.value = val
+    else:
+        rec.value = r
+
+
+def decode_records(data, start=0, end=-1):
+    """Decode the record area `data[start:end]` -> list of Decoded. Raises DecodeError
+    (a ValueError) with a libmbus-like message on malformed data."""
+    if end < 0:
+        end = len(data)
+    out = []
+    i = start
+    while i < end:
+        rec = Decoded()
+        dif = data[i]
+        rec.dif = dif
+        if dif == 0x2F:
+            rec.special = "filler"
+            rec.function = "Idle filler"
+            rec.head = bytes((dif,))
+            rec.code = 0
+            out.append(rec)
+            i += 1
+            continue
+        if dif == 0x0F or dif == 0x1F:
+            rec.special = "more" if dif == 0x1F else "manufacturer"
+            rec.function = "More records follow" if dif == 0x1F else "Manufacturer specific"
+            rec.head = bytes((dif,))
+            rec.code = 0x0F
+            rec.data = bytes(data[i + 1:end])
+            rec.raw = dt.hexstr(rec.data)
+            rec.value = rec.raw
+            out.append(rec)
+            break
+        p = i
+        i += 1
+        ext = dif & 0x80
+        while ext:
+            if i >= end:
+                raise DecodeError("Premature end of record at DIF.")
+            if i - p > MAX_DIFE:
+                raise DecodeError("Too many DIFE.")
+            ext = data[i] & 0x80
+            i += 1
+        rec.dife = bytes(data[p + 1:i])
+        if i >= end:
+            raise DecodeError("Premature end of record at VIF.")
+        v = data[i]
+        rec.vif = v
+        i += 1
+        if (v & 0x7F) == 0x7C:
+            if i >= end:
+                raise DecodeError("Premature end of record at variable length VIF.")
+            n = data[i]
+            i += 1
+            if n > MAX_TEXT_VIF:
+                raise DecodeError("Too long variable length VIF.")
+            if i + n > end:
+                raise DecodeError("Premature end of record at variable length VIF.")
+            rec.text_unit = dt.text_decode(data[i:i + n])
+            i += n
+        q = i
+        ext = v & 0x80
+        while ext:
+            if i >= end:
+                raise DecodeError("Premature end of record at VIF.")
+            if i - q >= MAX_VIFE:
+                raise DecodeError("Too many VIFE.")
+            ext = data[i] & 0x80
+            i += 1
+        rec.vife = bytes(data[q:i])
+        code = dif & 0x0F
+        rec.code = code
+        n = dt.DATA_LEN[code]
+        if code == 0x0D:
+            if i >= end:
+                raise DecodeError("Premature end of record at data.")
+            rec.lvar = data[i]
+            kind, n = dt.lvar_length(data[i])
+            if kind is None:
+                raise DecodeError("Reserved LVAR 0x%02X." % data[i])
+            i += 1
+        rec.head = bytes(data[p:i])
+        if i + n > end:
+            raise DecodeError("Premature end of record at data.")
+        rec.data = bytes(data[i:i + n])
+        i += n
+        f, s, t, u = dib_fields(dif, rec.dife)
+        rec.function = FUNCTION_NAMES[f]
+        rec.storage = s
+        rec.tariff = t
+        rec.subunit = u
+        rec.raw = _value_of(rec)
+        _normalise(rec)
+        out.append(rec)
+    return out
+
+
+def manufacturer_letters(code):
+    return (chr(((code >> 10) & 0x1F) + 64) + chr(((code >> 5) & 0x1F) + 64)
+            + chr((code & 0x1F) + 64))
+
+
+def decode_header12(d, pos=0):
+    man = d[pos + 4] | (d[pos + 5] << 8)
+    ident = dt.bcd_hex(d[pos:pos + 4])
+    return {"id": ident, "manufacturer": manufacturer_letters(man),
+            "manufacturer_code": man, "version": d[pos + 6], "medium": d[pos + 7],
+            "medium_name": vt.medium_name(d[pos + 7]), "access": d[pos + 8],
+            "status": d[pos + 9], "signature": d[pos + 10] | (d[pos + 11] << 8)}
+
+
+FIXED_MEDIA = ("Other", "Oil", "Electricity", "Gas", "Heat", "Steam", "Hot Water", "Water",
+               "H.C.A.", "Reserved", "Gas Mode 2", "Heat Mode 2", "Hot Water Mode 2",
+               "Water Mode 2", "H.C.A. Mode 2", "Reserved")
+
+
+def decode_user_data(app):
+    """Decode application data from the CI byte on -> dict with 'ci', 'header' (or None),
+    'records' (list of Decoded), and 'error' (CI 70) or 'fixed' (CI 73)."""
+    if not app:
+        raise DecodeError("No application data.")
+    ci = app[0]
+    out = {"ci": ci, "header": None, "records": []}
+    if ci == 0x70:
+        code = app[1] if len(app) > 1 else 0
+        out["error"] = code
+        out["error_name"] = vt.error_name(code)
+        return out
+    if ci == 0x72 or ci == 0x76:
+        if len(app) < 13:
+            raise DecodeError("Variable header too short.")
+        out["header"] = decode_header12(app, 1)
+        out["records"] = decode_records(app, 13)
+        return out
+    if ci == 0x7A:
+        if len(app) < 5:
+            raise DecodeError("Short header too short.")
+        out["header"] = {"access": app[1], "status": app[2],
+                         "signature": app[3] | (app[4] << 8)}
+        out["records"] = decode_records(app, 5)
+        return out
+    if ci == 0x78:
+        out["records"] = decode_records(app, 1)
+        return out
+    if ci == 0x73:
+        if len(app) != 17:
+            raise DecodeError("Invalid length for fixed data.")
+        d = app
+        medium = ((d[7] & 0xC0) >> 6) | ((d[8] & 0xC0) >> 4)
+        status = d[6]
+        bcd = not (status & 0x80)
+        c1 = d[9:13]
+        c2 = d[13:17]
+        out["header"] = {"id": dt.bcd_hex(d[1:5]), "access": d[5], "status": status,
+                         "medium": medium, "medium_name": FIXED_MEDIA[medium]}
+        out["fixed"] = {"unit1": d[7] & 0x3F, "unit2": d[8] & 0x3F,
+                        "counter1": dt.bcd_decode(c1) if bcd else dt.int_decode(c1),
+                        "counter2": dt.bcd_decode(c2) if bcd else dt.int_decode(c2),
+                        "stored": bool(status & 0x40)}
+        return out
+    raise DecodeError("Unknown control information 0x%.2x" % ci)

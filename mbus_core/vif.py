@@ -1,0 +1,310 @@
+# VIF tables (EN 13757-3): the primary table, the FD and FB extension tables and the
+# combinable VIFE codes. Decoding names follow libmbus' normalised output (unit strings
+# like "Wh", "m^3", "°C" and quantity names like "Volume flow"), so that our decoder and
+# libmbus agree record by record.
+#
+# A range entry is (first code, count, scale, unit, quantity):
+#   scale int   -> factor 10**(scale + n) for the n-th code of the range
+#   scale "T"   -> time units: s, min, h, d (factors 1, 60, 3600, 86400)
+#   scale "L"   -> long time units: h, d, month, year
+#   scale "TL"  -> s, min, h, d, month, year
+#   scale "TM"  -> min, h, d
+#   scale None  -> factor 1 (no unit scaling)
+#   scale "Z"   -> factor 0 (reserved, as libmbus)
+
+T_FACTORS = (1, 60, 3600, 86400)
+L_FACTORS = (3600, 86400, 2629743.83, 31556926.0)
+TL_FACTORS = (1, 60, 3600, 86400, 2629743.83, 31556926.0)
+TM_FACTORS = (60, 3600, 86400)
+DEG = "\u00b0"
+
+PRIMARY = (
+    (0x00, 8, -3, "Wh", "Energy"),
+    (0x08, 8, 0, "J", "Energy"),
+    (0x10, 8, -6, "m^3", "Volume"),
+    (0x18, 8, -3, "kg", "Mass"),
+    (0x20, 4, "T", "s", "On time"),
+    (0x24, 4, "T", "s", "Operating time"),
+    (0x28, 8, -3, "W", "Power"),
+    (0x30, 8, 0, "J/h", "Power"),
+    (0x38, 8, -6, "m^3/h", "Volume flow"),
+    (0x40, 8, -7, "m^3/min", "Volume flow"),
+    (0x48, 8, -9, "m^3/s", "Volume flow"),
+    (0x50, 8, -3, "kg/h", "Mass flow"),
+    (0x58, 4, -3, DEG + "C", "Flow temperature"),
+    (0x5C, 4, -3, DEG + "C", "Return temperature"),
+    (0x60, 4, -3, "K", "Temperature difference"),
+    (0x64, 4, -3, DEG + "C", "External temperature"),
+    (0x68, 4, -3, "bar", "Pressure"),
+    (0x6C, 1, None, "-", "Time point (date)"),
+    (0x6D, 1, None, "-", "Time point (date & time)"),
+    (0x6E, 1, None, "Units for H.C.A.", "H.C.A."),
+    (0x6F, 1, "Z", "Reserved", "Reserved"),
+    (0x70, 4, "T", "s", "Averaging Duration"),
+    (0x74, 4, "T", "s", "Actuality Duration"),
+    (0x78, 1, None, "", "Fabrication No"),
+    (0x79, 1, None, "", "(Enhanced) Identification"),
+    (0x7A, 1, None, "", "Bus Address"),
+    (0x7E, 1, None, "", "Any VIF"),
+    (0x7F, 1, None, "", "Manufacturer specific"),
+)
+
+R = "Reserved"
+
+FD_TABLE = (
+    (0x00, 4, -3, "Currency units", "Credit"),
+    (0x04, 4, -3, "Currency units", "Debit"),
+    (0x08, 1, None, "", "Access Number (transmission count)"),
+    (0x09, 1, None, "", "Medium"),
+    (0x0A, 1, None, "", "Manufacturer"),
+    (0x0B, 1, None, "", "Parameter set identification"),
+    (0x0C, 1, None, "", "Model / Version"),
+    (0x0D, 1, None, "", "Hardware version"),
+    (0x0E, 1, None, "", "Firmware version"),
+    (0x0F, 1, None, "", "Software version"),
+    (0x10, 1, None, "", "Customer location"),
+    (0x11, 1, None, "", "Customer"),
+    (0x12, 1, None, "", "Access Code User"),
+    (0x13, 1, None, "", "Access Code Operator"),
+    (0x14, 1, None, "", "Access Code System Operator"),
+    (0x15, 1, None, "", "Access Code Developer"),
+    (0x16, 1, None, "", "Password"),
+    (0x17, 1, None, "", "Error flags"),
+    (0x18, 1, None, "", "Error mask"),
+    (0x19, 1, None, R, R),
+    (0x1A, 1, None, "", "Digital Output"),
+    (0x1B, 1, None, "", "Digital Input"),
+    (0x1C, 1, None, "Baud", "Baudrate"),
+    (0x1D, 1, None, "Bittimes", "Response delay time"),
+    (0x1E, 1, None, "", "Retry"),
+    (0x1F, 1, None, R, R),
+    (0x20, 1, None, "", "First storage # for cyclic storage"),
+    (0x21, 1, None, "", "Last storage # for cyclic storage"),
+    (0x22, 1, None, "", "Size of storage block"),
+    (0x23, 1, None, R, R),
+    (0x24, 6, "TL", "s", "Storage interval"),
+    (0x2A, 2, None, R, R),
+    (0x2C, 4, "T", "s", "Duration since last readout"),
+    (0x30, 1, None, R, R),
+    (0x31, 3, "TM", "s", "Duration of tariff"),
+    (0x34, 6, "TL", "s", "Period of tariff"),
+    (0x3A, 1, None, "", "Dimensionless"),
+    (0x3B, 5, None, R, R),
+    (0x40, 16, -9, "V", "Voltage"),
+    (0x50, 16, -12, "A", "Current"),
+    (0x60, 1, None, "", "Reset counter"),
+    (0x61, 1, None, "", "Cumulation counter"),
+    (0x62, 1, None, "", "Control signal"),
+    (0x63, 1, None, "", "Day of week"),
+    (0x64, 1, None, "", "Week number"),
+    (0x65, 1, None, "", "Time point of day change"),
+    (0x66, 1, None, "", "State of parameter activation"),
+    (0x67, 1, None, "", "Special supplier information"),
+    (0x68, 4, "L", "s", "Duration since last cumulation"),
+    (0x6C, 4, "L", "s", "Operating time battery"),
+    (0x70, 1, None, "", "Date and time of battery change"),
+    (0x71, 15, None, R, R),
+)
+
+FB_TABLE = (
+    (0x00, 2, 5, "Wh", "Energy"),
+    (0x02, 6, None, R, R),
+    (0x08, 2, 8, "J", "Energy"),
+    (0x0A, 6, None, R, R),
+    (0x10, 2, 2, "m^3", "Volume"),
+    (0x12, 6, None, R, R),
+    (0x18, 2, 5, "kg", "Mass"),
+    (0x1A, 7, None, R, R),
+    (0x21, 1, -1, "feet^3", "Volume"),
+    (0x22, 2, -1, "American gallon", "Volume"),
+    (0x24, 1, -3, "American gallon/min", "Volume flow"),
+    (0x25, 1, 0, "American gallon/min", "Volume flow"),
+    (0x26, 1, 0, "American gallon/h", "Volume flow"),
+    (0x27, 1, None, R, R),
+    (0x28, 2, 5, "W", "Power"),
+    (0x2A, 6, None, R, R),
+    (0x30, 2, 8, "J/h", "Power"),
+    (0x32, 38, None, R, R),
+    (0x58, 4, -3, DEG + "F", "Flow temperature"),
+    (0x5C, 4, -3, DEG + "F", "Return temperature"),
+    (0x60, 4, -3, DEG + "F", "Temperature difference"),
+    (0x64, 4, -3, DEG + "F", "External temperature"),
+    (0x68, 8, None, R, R),
+    (0x70, 4, -3, DEG + "F", "Cold / Warm Temperature Limit"),
+    (0x74, 4, -3, DEG + "C", "Cold / Warm Temperature Limit"),
+    (0x78, 8, -3, "W", "Cumul count max power"),
+)
+
+
+def _pow10(e):
+    # exact like C's 1.0eN literals: 10.0 ** e rounds differently for negative e
+    if e >= 0:
+        return 10 ** e
+    return 1.0 / (10 ** -e) if e < -22 else float("1e%d" % e)
+
+
+def _lookup(table, code):
+    for first, count, scale, unit, quantity in table:
+        if first <= code < first + count:
+            n = code - first
+            if scale is None:
+                f = 1
+            elif scale == "Z":
+                f = 0
+            elif scale == "T":
+                f = T_FACTORS[n]
+            elif scale == "L":
+                f = L_FACTORS[n]
+            elif scale == "TL":
+                f = TL_FACTORS[n]
+            elif scale == "TM":
+                f = TM_FACTORS[n]
+            else:
+                f = _pow10(scale + n)
+            return quantity, unit, f
+    return None
+
+
+def vif_info(vif, vife):
+    """(quantity, unit, factor) for a VIF and its VIFE bytes, or None when unknown.
+    Plain-text units (7C/FC) are handled by the caller."""
+    if vif == 0xFD or vif == 0xFB:
+        if not vife:
+            return None
+        return _lookup(FD_TABLE if vif == 0xFD else FB_TABLE, vife[0] & 0x7F)
+    return _lookup(PRIMARY, vif & 0x7F)
+
+
+def vife_correct(vif, vife, value):
+    """libmbus' treatment of the first combinable VIFE: corrections applied to the value."""
+    if not (vif & 0x80) or vif == 0xFD or vif == 0xFB or not vife:
+        return value
+    c = vife[0] & 0x7F
+    if 0x70 <= c <= 0x77:
+        return value * _pow10((c & 0x07) - 6)
+    if 0x78 <= c <= 0x7B:
+        return value + _pow10((c & 0x03) - 3)
+    if c == 0x7D:
+        return value * 1000.0
+    return value
+
+
+_PER = ("second", "minute", "hour", "day", "week", "month", "year", "revolution/measurement",
+        "input pulse on channel 0", "input pulse on channel 1", "output pulse on channel 0",
+        "output pulse on channel 1", "litre", "m^3", "kg", "K", "kWh", "GJ", "kW", "(K*l)",
+        "V", "A")
+
+_ERRORS = ("none", "too many DIFEs", "storage number not implemented",
+           "unit number not implemented", "tariff number not implemented",
+           "function not implemented", "data class not implemented",
+           "data size not implemented")
+
+
+def vife_text(code):
+    """A short English description of a combinable (orthogonal) VIFE code (0..0x7F)."""
+    c = code & 0x7F
+    if c < 0x20:
+        if c < len(_ERRORS):
+            return "error: " + _ERRORS[c]
+        return "error code %d" % c
+    if c <= 0x35:
+        return "per " + _PER[c - 0x20]
+    if c == 0x36:
+        return "multiplied by s"
+    if c == 0x37:
+        return "multiplied by s/V"
+    if c == 0x38:
+        return "multiplied by s/A"
+    if c == 0x39:
+        return "start date(/time) of"
+    if c == 0x3A:
+        return "uncorrected unit"
+    if c == 0x3B:
+        return "accumulation only if positive"
+    if c == 0x3C:
+        return "accumulation of abs value only if negative"
+    if 0x40 <= c <= 0x4F:
+        return ("upper" if c & 0x08 else "lower") + " limit value"
+    if 0x50 <= c <= 0x6F:
+        return "limit exceed / duration information"
+    if 0x70 <= c <= 0x77:
+        return "multiplicative correction 10^%d" % ((c & 7) - 6)
+    if 0x78 <= c <= 0x7B:
+        return "additive correction 10^%d" % ((c & 3) - 3)
+    if c == 0x7D:
+        return "multiplicative correction 10^3"
+    if c == 0x7E:
+        return "future value"
+    if c == 0x7F:
+        return "manufacturer specific"
+    return "reserved"
+
+
+MEDIA = (
+    (0x00, "Other"), (0x01, "Oil"), (0x02, "Electricity"), (0x03, "Gas"),
+    (0x04, "Heat: Outlet"), (0x05, "Steam"), (0x06, "Warm water (30-90" + DEG + "C)"),
+    (0x07, "Water"), (0x08, "Heat Cost Allocator"), (0x09, "Compressed Air"),
+    (0x0A, "Cooling load meter: Outlet"), (0x0B, "Cooling load meter: Inlet"),
+    (0x0C, "Heat: Inlet"), (0x0D, "Heat / Cooling load meter"), (0x0E, "Bus/System"),
+    (0x0F, "Unknown Medium"), (0x10, "Irrigation Water"), (0x11, "Water Logger"),
+    (0x12, "Gas Logger"), (0x13, "Gas Converter"), (0x14, "Calorific value"),
+    (0x15, "Hot water (>90" + DEG + "C)"), (0x16, "Cold water"), (0x17, "Dual water"),
+    (0x18, "Pressure"), (0x19, "A/D Converter"), (0x1A, "Smoke Detector"),
+    (0x1B, "Ambient Sensor"), (0x1C, "Gas Detector"), (0x20, "Breaker: Electricity"),
+    (0x21, "Valve: Gas or Water"), (0x25, "Customer Unit: Display Device"),
+    (0x28, "Waste Water"), (0x29, "Garbage"), (0x30, "Service Unit"),
+    (0x36, "Radio Converter: System"), (0x37, "Radio Converter: Meter"),
+)
+
+# short names a meter author may write (lower case), besides the full names above
+MEDIUM_ALIASES = (
+    ("heat", 0x04), ("heat outlet", 0x04), ("heat: outlet", 0x04), ("heat inlet", 0x0C),
+    ("heat: inlet", 0x0C), ("warm water", 0x06), ("hot water", 0x15), ("cold water", 0x16),
+    ("dual water", 0x17), ("heat cost allocator", 0x08), ("hca", 0x08),
+    ("compressed air", 0x09), ("cooling", 0x0A), ("cooling: outlet", 0x0A),
+    ("cooling: inlet", 0x0B), ("heat / cooling", 0x0D), ("heat/cooling", 0x0D),
+    ("bus", 0x0E), ("bus/system", 0x0E), ("unknown", 0x0F), ("pressure", 0x18),
+    ("smoke detector", 0x1A), ("breaker", 0x20), ("valve", 0x21),
+)
+
+
+def medium_name(code):
+    for c, name in MEDIA:
+        if c == code:
+            return name
+    if 0x22 <= code <= 0x3F:
+        return "Reserved"
+    return "Unknown medium (0x%02x)" % code
+
+
+def medium_code(name):
+    """A medium name (case-insensitive, full or short) -> code, or -1."""
+    n = name.strip().lower()
+    for alias, c in MEDIUM_ALIASES:
+        if alias == n:
+            return c
+    for c, full in MEDIA:
+        if full.lower() == n:
+            return c
+    return -1
+
+
+def medium_names():
+    out = []
+    for alias, c in MEDIUM_ALIASES:
+        out.append(alias)
+    for c, full in MEDIA:
+        if full.lower() not in out:
+            out.append(full.lower())
+    return out
+
+
+ERRORS = ("Unspecified error", "Unimplemented CI-Field", "Buffer too long, truncated",
+          "Too many records", "Premature end of record", "More than 10 DIFE\u00b4s",
+          "More than 10 VIFE\u00b4s", "Reserved", "Application busy", "Too many readouts")
+
+
+def error_name(code):
+    if 0 <= code < len(ERRORS):
+        return ERRORS[code]
+    return "Unknown error (0x%.2x)" % code

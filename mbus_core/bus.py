@@ -27,6 +27,7 @@ class Bus:
         self.tx = bytearray(_frame.MAX_FRAME)
         self.reply = self.tx
         self.reply_len = 0
+        self.responder = None   # the slave that answered (the last of several)
         self.new_baud = 0
         self.on_change = None
         self.collisions = 0
@@ -85,6 +86,7 @@ class Bus:
                 s.new_baud = 0
             if not n:
                 continue
+            self.responder = s
             if answers == 0:
                 self.reply = s.tx
                 self.reply_len = n

@@ -39,6 +39,7 @@ ERR_UNSPECIFIED = const(0x00)
 ERR_UNIMPLEMENTED_CI = const(0x01)
 ERR_TOO_MANY_RECORDS = const(0x03)
 ERR_PREMATURE_END = const(0x04)
+ERR_BUSY = const(0x08)
 
 BAUD_RATES = (300, 600, 1200, 2400, 4800, 9600, 19200, 38400)
 
@@ -53,13 +54,17 @@ class Slave:
     selection with the identity sent most significant byte first).
     read_only: refuse changes of address, ID and baud (acknowledged, then reported as a
     CI 70 error on the next REQ_UD2, as a write-protected meter does).
+    ignore_fcb: a vendor quirk some meters have: never repeat, every REQ_UD2 is new.
+    busy: while True, REQ_UD2 gets a CI 70 "application busy" reply (fault injection).
     """
 
-    def __init__(self, meter, read_only=False, ci56="deselect"):
+    def __init__(self, meter, read_only=False, ci56="deselect", ignore_fcb=False):
         if ci56 not in ("deselect", "select"):
             raise ValueError("ci56 must be 'deselect' or 'select'")
         self.meter = meter
         self.read_only = read_only
+        self.ignore_fcb = ignore_fcb
+        self.busy = False
         self.ci56_select = ci56 == "select"
         self.selected = False
         self.access = 0
@@ -113,11 +118,15 @@ class Slave:
     def _req_ud2(self, c):
         fcv = c & FCV
         fcb = c & FCB
+        if self.ignore_fcb:
+            fcv = 0
         if fcv and fcb == self._fcb and self._rsp_len:
             # The master missed our reply: send it again, unchanged.
             return self._rsp_len
         self._fcb = fcb if fcv else -1
-        if self._error >= 0:
+        if self.busy:
+            n = self._write_error(ERR_BUSY)
+        elif self._error >= 0:
             n = self._write_error(self._error)
             self._error = -1
         else:

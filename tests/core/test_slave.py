@@ -384,3 +384,19 @@ def test_meter_rejects_bad_identity():
         except ValueError:
             continue
         assert False, kw
+
+
+def test_ignore_fcb_quirk_never_repeats():
+    bus = Bus([Slave(demo_meter(), ignore_fcb=True)])
+    a = one(bus, REQ_3_FCB)
+    b = one(bus, REQ_3_FCB)
+    assert b[15] == a[15] + 1
+
+
+def test_busy_reply():
+    bus = Bus([Slave(demo_meter())])
+    bus.slaves[0].busy = True
+    assert one(bus, REQ_3) == h("68 04 04 68 08 03 70 08 83 16")
+    bus.slaves[0].busy = False
+    assert one(bus, REQ_3_FCB)[6] == 0x72
+    assert bus.responder is bus.slaves[0]

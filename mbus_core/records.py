@@ -246,64 +246,75 @@ def _is_whole(v, pow10):
     return abs(x - r) <= 1e-9 * (abs(x) if abs(x) > 1 else 1)
 
 
-def choose_code(codes, unit_pow, samples, code, resolution=None):
-    """Pick (vif bytes, pow10) for a scaled quantity. codes: the family's runs,
-    unit_pow: power of ten of the author's unit, samples: example values (in the author's
-    unit). The coarsest exponent that keeps every sample whole wins; with a resolution
-    (in the author's unit) the exponent of that resolution is wanted."""
-    cands = []
+def _cands(codes, primary_only):
+    out = []
     for prefix, first, e0, count in codes:
+        if primary_only and prefix:
+            continue
         n = 0
         while n < count:
-            cands.append((prefix + bytes((first + n,)), e0 + n))
+            out.append((prefix + bytes((first + n,)), e0 + n))
             n += 1
-    # cands ascending in exponent: finest first
+    return out  # ascending exponent within a run
+
+
+def choose_code(codes, unit_pow, samples, code, resolution=None):
+    """Pick (vif bytes, pow10) for a scaled quantity; raw = value * 10**pow10.
+    codes: the family's runs, unit_pow: power of ten of the author's unit (in the
+    family's base unit), samples: example values in the author's unit. Among the VIFs
+    that keep every sample whole and in range, the coarsest one not coarser than the
+    author's unit wins (else the finest coarser one); primary VIFs before FB/FD ones.
+    With a resolution (in the author's unit) the VIF of that resolution is taken."""
     if resolution is not None:
-        want = None
-        for vbytes, e in cands:
-            if _is_whole(resolution, unit_pow - e):
-                want = (vbytes, unit_pow - e)
-        if want is None:
-            raise ValueError("no VIF has a resolution of %r" % (resolution,))
-        return want
-    best = None
-    for vbytes, e in cands:
-        p = unit_pow - e  # raw = value * 10**p
-        ok = True
-        for s in samples:
-            if not _is_whole(s, p) or (code != 0x5 and not _fits(code, scale_value(s, p))):
-                ok = False
-                break
-        if ok:
-            best = (vbytes, p)
-    if best is not None:
-        return best
-    for vbytes, e in cands:  # finest exponent that still fits
-        p = unit_pow - e
-        ok = True
-        for s in samples:
-            if code != 0x5 and not _fits(code, scale_value(s, p)):
-                ok = False
-        if ok:
-            return vbytes, p
-    raise ValueError("value %r does not fit in %s with any exponent"
-                     % (samples[0] if samples else None, dt.type_name(code)))
+        for primary in (True, False):
+            for vbytes, e in _cands(codes, primary):
+                p = unit_pow - e
+                if _is_whole(resolution, p) and not _is_whole(resolution, p - 1):
+                    return vbytes, p
+        raise ValueError("no VIF has a resolution of %r" % (resolution,))
+    for primary in (True, False):
+        below = None
+        above = None
+        for vbytes, e in _cands(codes, primary):
+            p = unit_pow - e
+            ok = True
+            for s in samples:
+                if not _is_whole(s, p) or (code != 0x5 and not _fits(code, scale_value(s, p))):
+                    ok = False
+                    break
+            if not ok:
+                continue
+            if e <= unit_pow:
+                if below is None or e > below[2]:
+                    below = (vbytes, p, e)
+            elif above is None or e < above[2]:
+                above = (vbytes, p, e)
+        best = below or above
+        if best is not None:
+            return best[0], best[1]
+    # no exponent makes the value whole: round at the finest one, if it fits there
+    vbytes, e = _cands(codes, True)[0] if _cands(codes, True) else _cands(codes, False)[0]
+    p = unit_pow - e
+    for s in samples:
+        if code != 0x5 and not _fits(code, scale_value(s, p)):
+            raise ValueError("value %r out of range for %s" % (s, dt.type_name(code)))
+    return vbytes, p
 
 
 def _real32_code(codes, unit_pow):
-    """For real32: the VIF whose exponent is closest to the author's unit."""
-    best = None
-    for prefix, first, e0, count in codes:
-        n = 0
-        while n < count:
-            e = e0 + n
+    """For real32: the VIF whose exponent is closest to the author's unit, primary
+    table first."""
+    for primary in (True, False):
+        best = None
+        for vbytes, e in _cands(codes, primary):
             d = e - unit_pow
             if d < 0:
                 d = -d
             if best is None or d < best[0]:
-                best = (d, prefix + bytes((first + n,)), unit_pow - e)
-            n += 1
-    return best[1], best[2]
+                best = (d, vbytes, unit_pow - e)
+        if best is not None:
+            return best[1], best[2]
+    raise ValueError("no VIF for this unit")
 
 
 def _default_type(value):
@@ -567,6 +578,8 @@ class Decoded:
         return out
 
     def encoded(self):
+        if self.lvar is not None:
+            return self.head + bytes((self.lvar,)) + self.data
         return self.head + self.data
 
     def to_record(self):
@@ -596,8 +609,9 @@ class Decoded:
                 return rec
         except ValueError:
             pass
-        return Record(self.head, 0x0F if self.code == 0x0F else self.code, self.data, 0,
-                      "bin") if self.code != 0x0D else _RawRecord(self.encoded())
+        if self.code == 0x0D:
+            return _RawRecord(self.encoded())
+        return Record(self.head, self.code, self.data, 0, "bin")
 
 
 class _RawRecord:
@@ -752,8 +766,10 @@ def decode_records(data, start=0, end=-1):
             kind, n = dt.lvar_length(data[i])
             if kind is None:
                 raise DecodeError("Reserved LVAR 0x%02X." % data[i])
+            rec.head = bytes(data[p:i])
             i += 1
-        rec.head = bytes(data[p:i])
+        else:
+            rec.head = bytes(data[p:i])
         if i + n > end:
             raise DecodeError("Premature end of record at data.")
         rec.data = bytes(data[i:i + n])

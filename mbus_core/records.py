@@ -416,8 +416,8 @@ def make_record(quantity=None, unit=None, value=0, type=None, function="instanta
             if u == unit:
                 n = k
         if n < 0:
-            raise ValueError("unknown unit %r for %s (known: %s)"
-                             % (unit, qn, ", ".join(ut.unit_names(kind, info))))
+            raise ValueError("unknown unit %r (known: %s)"
+                             % (unit, ", ".join(ut.unit_names(kind, info))))
         tname = tname or "int32"
         code = dt.type_code(tname)
         if code < 0 or code == 0x0D:
@@ -436,8 +436,8 @@ def make_record(quantity=None, unit=None, value=0, type=None, function="instanta
                 fam = codes
                 upow = p
     if fam is None:
-        raise ValueError("unknown unit %r for %s (known: %s)"
-                         % (unit, qn, ", ".join(ut.unit_names(kind, info))))
+        raise ValueError("unknown unit %r (known: %s)"
+                         % (unit, ", ".join(ut.unit_names(kind, info))))
     tname = tname or "int32"
     code = dt.type_code(tname)
     if code < 0 or code == 0x0D:

@@ -1,0 +1,105 @@
+"""mbus-decode: decode M-Bus frames given as hex to JSON.
+
+    mbus-decode "68 1F 1F 68 08 ..."      (hex as arguments)
+    mbus-decode -f telegram.hex           (hex in a file; several frames allowed)
+    cat telegram.hex | mbus-decode        (hex on stdin)
+
+One frame gives one JSON object, several give a JSON list. Bad input: one line on
+stderr and exit status 1; bad arguments: exit status 2.
+"""
+import argparse
+import json
+import sys
+
+from mbus_core import model
+from mbus_core import records as R
+
+C_NAMES = {0x40: "SND_NKE", 0x53: "SND_UD", 0x73: "SND_UD", 0x5A: "REQ_UD1", 0x7A: "REQ_UD1",
+           0x5B: "REQ_UD2", 0x7B: "REQ_UD2", 0x08: "RSP_UD", 0x18: "RSP_UD", 0x28: "RSP_UD",
+           0x38: "RSP_UD"}
+
+
+def _num(v):
+    if isinstance(v, float) and v == int(v) and abs(v) < 1e15:
+        return int(v)
+    return v
+
+
+def record_json(r):
+    d = r.as_dict()
+    d["value"] = _num(d["value"])
+    d["raw"] = _num(d["raw"])
+    return d
+
+
+def frame_json(f):
+    if len(f) == 1:
+        return {"type": "ack"}
+    if f[0] == 0x10:
+        return {"type": "short", "C": "%02X" % f[1], "A": f[2], "function": C_NAMES.get(f[1], "")}
+    out = {"type": "control" if f[1] == 3 else "long", "C": "%02X" % f[4], "A": f[5],
+           "CI": "%02X" % f[6], "function": C_NAMES.get(f[4], "")}
+    if f[4] & 0x40:  # master to slave: show the user data as it is
+        out["data"] = " ".join("%02X" % b for b in f[7:-2])
+        return out
+    if out["type"] == "control":
+        return out
+    d = R.decode_user_data(f[6:-2])
+    if d.get("header") is not None:
+        out["header"] = d["header"]
+    if "error" in d:
+        out["error"] = d["error"]
+        out["error_name"] = d["error_name"]
+    if "fixed" in d:
+        out["fixed"] = d["fixed"]
+    out["records"] = [record_json(r) for r in d["records"]]
+    return out
+
+
+def decode_text(text):
+    frames = model.parse_frames(text)
+    out = [frame_json(f) for f in frames]
+    return out[0] if len(out) == 1 else out
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="mbus-decode",
+                                description="Decode wired M-Bus frames (hex) to JSON.")
+    p.add_argument("hex", nargs="*", help="frame bytes in hex (spaces optional)")
+    p.add_argument("-f", "--file", help="read the hex from FILE ('-' for stdin)")
+    p.add_argument("--compact", action="store_true", help="one-line JSON")
+    args = p.parse_args(argv)
+    try:
+        if args.file and args.hex:
+            p.error("give the hex either as arguments or with -f, not both")
+        if args.file:
+            if args.file == "-":
+                text = sys.stdin.read()
+            else:
+                with open(args.file) as fh:
+                    text = fh.read()
+        elif args.hex:
+            text = " ".join(args.hex)
+        else:
+            text = sys.stdin.read()
+        result = decode_text(text)
+    except (ValueError, OSError, UnicodeDecodeError) as e:
+        sys.stderr.write("mbus-decode: %s\n" % (str(e).splitlines() or ["error"])[0])
+        return 1
+    except Exception as e:  # never a traceback
+        sys.stderr.write("mbus-decode: %s: %s\n" % (type(e).__name__, e))
+        return 1
+    try:
+        json.dump(result, sys.stdout, indent=None if args.compact else 2, ensure_ascii=False)
+        sys.stdout.write("\n")
+        sys.stdout.flush()
+    except BrokenPipeError:  # e.g. piped into head
+        try:
+            sys.stdout = None
+        finally:
+            return 0
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -211,7 +211,11 @@ class Record:
         self.name = name
         self.source = value
         self.dynamic = callable(value) or hasattr(value, "value")
-        self.encode()  # fail early on a value that does not fit
+        if not self.dynamic:
+            self.encode()  # fail early on a constant that does not fit
+        elif hasattr(value, "samples"):
+            for v in value.samples():  # generators: check their range, do not advance
+                encode_data(code, kind, v, pow10)
 
     def current(self):
         src = self.source

@@ -87,6 +87,15 @@ def test_counter_with_clock_and_without():
     now[0] = 104.0
     m.invalidate()
     assert records_of(m)[0].value == 12
+    m = model.meter_from_config({"records": [
+        {"quantity": "volume", "unit": "m3", "value": {"counter": {"start": 10, "rate": 1}}}]})
+    assert records_of(m)[0].value == 10  # no clock: one step per readout, from start
+    m.invalidate()
+    assert records_of(m)[0].value == 11
+    msg = raises(model.ConfigError, model.meter_from_config, {"records": [
+        {"quantity": "volume", "unit": "m3", "type": "int8",
+         "value": {"wander": {"min": 0, "max": 500, "step": 0.5}}}]})
+    assert "record 1" in msg
     c = model.Counter(5, 2)
     assert [c.value(), c.value(), c.value()] == [5, 7, 9]
 

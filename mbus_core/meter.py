@@ -90,12 +90,13 @@ def record_key(rec, start=0, end=-1):
         return i, i
     vif = rec[i]
     i += 1
+    if (vif & 0x7F) == 0x7C and i < end:
+        # plain-text unit: length and ASCII follow the VIF, before any VIFE
+        i += 1 + rec[i]
     ext = vif & 0x80
     while ext and i < end:
         ext = rec[i] & 0x80
         i += 1
-    if (vif & 0x7F) == 0x7C and i < end:
-        i += 1 + rec[i]
     return i, i
 
 

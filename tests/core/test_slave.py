@@ -400,3 +400,12 @@ def test_busy_reply():
     bus.slaves[0].busy = False
     assert one(bus, REQ_3_FCB)[6] == 0x72
     assert bus.responder is bus.slaves[0]
+
+
+def test_selective_readout_with_plain_text_unit_and_vife():
+    # DIF 02, VIF FC (plain text, extension), "HR%" reversed, VIFE 74, data
+    text_rec = h("02 FC 03 48 52 25 74 D4 11")
+    m = demo_meter(records=[h("02 FD 49 D2 04"), text_rec])
+    bus = Bus([m])
+    one(bus, long(0x53, 3, 0x51, h("08 FC 03 48 52 25 74")))
+    assert one(bus, REQ_3)[19:-2] == text_rec

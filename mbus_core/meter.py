@@ -18,6 +18,9 @@ CI_ERROR = const(0x70)  # application error
 
 MAX_USER_DATA = const(252)  # bytes after CI in a long frame (L = 255)
 MORE_RECORDS = const(0x1F)  # DIF: more records follow in the next telegram
+# Status byte (EN 13757-3): bits 0-1 application status, 2 power low, 3 permanent
+# error, 4 temporary error.
+STATUS_TEMPORARY_ERROR = const(0x10)
 
 MEDIUM_NAMES = ("other", "oil", "electricity", "gas", "heat: outlet", "steam", "warm water",
                 "water", "heat cost allocator", "compressed air", "cooling: outlet",
@@ -153,6 +156,7 @@ class Meter:
         self._dynamic = True    # rebuild the area on the next fresh readout
         self.errors = 0         # value callbacks that raised while encoding
         self.id_raw = None      # replayed identity bytes that need not be valid BCD
+        self._flagged = False   # we set the temporary-error status bit
 
     # -- identity --------------------------------------------------------------
     def id_bcd(self):
@@ -178,6 +182,7 @@ class Meter:
         if self.replay is not None or not self._dynamic:
             return
         dynamic = False
+        failed = False
         parts = []
         for rec in self.records:
             if isinstance(rec, (bytes, bytearray)):
@@ -188,14 +193,19 @@ class Meter:
                 try:
                     enc = rec.encode()
                 except Exception:
-                    # A sensor read failed: keep serving, flag it in the status byte
-                    # (bit 2: "permanent error" is too strong; bit 3 "temporary error").
+                    # A value callback failed (a sensor read): keep serving the other
+                    # records and say so in the status byte until it works again.
                     self.errors += 1
-                    self.status |= 0x08
+                    failed = True
                     continue
             if self.selection is not None and not self._selected(enc):
                 continue
             parts.append(enc)
+        if failed:
+            self.status |= STATUS_TEMPORARY_ERROR
+        elif self._flagged:
+            self.status &= ~STATUS_TEMPORARY_ERROR & 0xFF
+        self._flagged = failed
         self._layout(parts)
         self._dynamic = dynamic
 

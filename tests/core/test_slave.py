@@ -409,3 +409,31 @@ def test_selective_readout_with_plain_text_unit_and_vife():
     bus = Bus([m])
     one(bus, long(0x53, 3, 0x51, h("08 FC 03 48 52 25 74")))
     assert one(bus, REQ_3)[19:-2] == text_rec
+
+
+class FlakySensor:
+    """A record whose value callback fails while `broken` is set."""
+    dynamic = True
+
+    def __init__(self):
+        self.broken = False
+
+    def encode(self):
+        if self.broken:
+            raise OSError("sensor not answering")
+        return h("02 FD 49 D2 04")
+
+
+def test_failing_value_callback_flags_status_and_meter_keeps_answering():
+    sensor = FlakySensor()
+    m = demo_meter(records=[sensor, h("02 16 C8 01")], status=0x04)
+    bus = Bus([m])
+    r = one(bus, REQ_3)
+    assert r[16] == 0x04 and r[19:-2] == h("02 FD 49 D2 04 02 16 C8 01")
+    sensor.broken = True
+    r = one(bus, REQ_3_FCB)
+    assert r[16] == 0x14 and r[19:-2] == h("02 16 C8 01")
+    assert m.errors == 1
+    sensor.broken = False
+    r = one(bus, REQ_3)
+    assert r[16] == 0x04 and r[19:-2] == h("02 FD 49 D2 04 02 16 C8 01")

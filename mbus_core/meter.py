@@ -220,8 +220,13 @@ class Meter:
         cuts = [0]
         size = 0
         used = 0  # bytes in the telegram being filled
+        kept = []
         for p in parts:
             n = len(p)
+            if n > room - 1:
+                self.errors += 1  # a record no telegram can hold: leave it out
+                continue
+            kept.append(p)
             # every telegram but the last keeps one byte for the 1F that ends it
             if used and used + n > room - 1:
                 cuts.append(size)
@@ -229,7 +234,7 @@ class Meter:
             size += n
             used += n
         cuts.append(size)
-        self._area = b"".join(parts)
+        self._area = b"".join(kept)
         self._cuts = cuts
 
     def telegram_count(self):

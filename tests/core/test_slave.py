@@ -437,3 +437,10 @@ def test_failing_value_callback_flags_status_and_meter_keeps_answering():
     sensor.broken = False
     r = one(bus, REQ_3)
     assert r[16] == 0x04 and r[19:-2] == h("02 FD 49 D2 04 02 16 C8 01")
+
+
+def test_record_too_long_for_any_telegram_is_left_out():
+    huge = bytes((0x0D, 0xFD, 0x11, 0xF0)) + bytes(240)  # LVAR text longer than a telegram
+    m = demo_meter(records=[h("02 FD 49 D2 04"), huge])
+    r = one(Bus([m]), REQ_3)
+    assert r[19:-2] == h("02 FD 49 D2 04") and m.errors == 1

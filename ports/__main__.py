@@ -1,0 +1,5 @@
+import sys
+
+from mbus_ports.cli import main
+
+sys.exit(main())

@@ -1,0 +1,434 @@
+# mbus-slave: serve M-Bus meters on a pty, a serial port (pyserial) or TCP.
+# Flags compatible with the original pyMbusSlave (--device --baud --addr --id --manuf).
+import argparse
+import logging
+import os
+import signal
+import sys
+import time
+
+from mbus_core.bus import Bus
+from mbus_core.model import ConfigError, parse_medium
+from mbus_core.slave import Slave, BAUD_RATES
+from mbus_ports import config as _config
+from mbus_ports import host as _host
+from mbus_ports import state as _state
+from mbus_ports.line import LineServer, reply_window_ms, default_reply_delay_ms
+
+PROG = "mbus-slave"
+log = logging.getLogger(PROG)
+
+EXIT_USAGE = 2
+EXIT_RUNTIME = 1
+
+
+class UsageError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: `mbus-slave: error: ...`, exit status 2."""
+
+    def error(self, message):
+        raise UsageError(message)
+
+
+def _baud(text):
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("bad baud rate %r (want one of %s)"
+                                         % (text, ", ".join(map(str, BAUD_RATES))))
+    if v not in BAUD_RATES:
+        raise argparse.ArgumentTypeError("bad baud rate %d (want one of %s)"
+                                         % (v, ", ".join(map(str, BAUD_RATES))))
+    return v
+
+
+def _addr(text):
+    try:
+        v = int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError("bad primary address %r (want 0..250)" % text)
+    if not 0 <= v <= 250:
+        raise argparse.ArgumentTypeError("primary address %d out of range (want 0..250)" % v)
+    return v
+
+
+def _ident(text):
+    if len(text) != 8 or not text.isdigit() or not text.isascii():
+        raise argparse.ArgumentTypeError("bad ID %r (want 8 decimal digits, e.g. 12345678)"
+                                         % text)
+    return int(text)
+
+
+def _manuf(text):
+    if len(text) != 3 or not text.isascii() or not text.isalpha():
+        raise argparse.ArgumentTypeError("bad manufacturer %r (want 3 letters A-Z, e.g. TST)"
+                                         % text)
+    return text.upper()
+
+
+def _medium(text):
+    t = text.strip()
+    if t.isdigit():
+        v = int(t)
+        if v <= 255:
+            return v
+        raise argparse.ArgumentTypeError("medium %d out of range (want 0..255 or a name)" % v)
+    try:
+        return parse_medium(t)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e))
+
+
+def _count(text):
+    try:
+        v = int(text)
+    except ValueError:
+        v = -1
+    if not 1 <= v <= 250:
+        raise argparse.ArgumentTypeError("bad meter count %r (want 1..250)" % text)
+    return v
+
+
+def _nonneg(text):
+    try:
+        v = float(text)
+    except ValueError:
+        v = -1
+    if not v >= 0 or v != v or v == float("inf"):
+        raise argparse.ArgumentTypeError("bad value %r (want a number >= 0)" % text)
+    return v
+
+
+def _clients(text):
+    try:
+        v = int(text)
+    except ValueError:
+        v = 0
+    if v < 1:
+        raise argparse.ArgumentTypeError("bad client count %r (want >= 1)" % text)
+    return v
+
+
+def _seed(text):
+    try:
+        return int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError("bad seed %r (want an integer)" % text)
+
+
+def build_parser():
+    p = _Parser(prog=PROG, description="A wired M-Bus (EN 13757-2/-3) slave: serve one "
+                "meter or a bus of meters on a virtual serial port (pty), a real serial "
+                "port, or M-Bus over TCP.")
+    g = p.add_argument_group("line")
+    g.add_argument("--device", default=None,
+                   help="pty (default), a serial device (/dev/ttyUSB0, COM3), a pyserial "
+                   "URL (rfc2217://host:port), tcp:PORT (127.0.0.1), tcp:HOST:PORT "
+                   "(tcp:0.0.0.0:PORT, tcp:[::]:PORT for every address)")
+    g.add_argument("--board", default=None,
+                   help="take device, baud, parity and stop bits from a board file "
+                   "(raspberry-pi-hat: /dev/ttyAMA0 at 2400 8E1)")
+    g.add_argument("--baud", type=_baud, default=None, help="baud rate (default 2400)")
+    g.add_argument("--parity", choices=("N", "E", "O"), default=None,
+                   help="parity (default E: M-Bus is 8E1)")
+    g.add_argument("--stopbits", type=int, choices=(1, 2), default=None,
+                   help="stop bits (default 1)")
+    g.add_argument("--reply-delay", type=_nonneg, default=None, metavar="MS",
+                   help="reply delay in ms after a request (default: 22 bit times, inside "
+                   "the EN 13757-2 window; 0 over TCP)")
+    g.add_argument("--link", default=None, metavar="PATH",
+                   help="with --device pty: a symlink to the pty at PATH (removed on exit)")
+    g.add_argument("--tcp-idle-timeout", type=_nonneg, default=300.0, metavar="S",
+                   help="close TCP clients silent for this long (default 300; 0: never)")
+    g.add_argument("--max-clients", type=_clients, default=32, metavar="N",
+                   help="TCP connections served at once (default 32); more are closed")
+    g = p.add_argument_group("meter")
+    g.add_argument("--addr", type=_addr, default=None, help="primary address (default 3)")
+    g.add_argument("--id", type=_ident, default=None, dest="ident",
+                   help="ID / serial number, 8 digits (default 12345678)")
+    g.add_argument("--manuf", type=_manuf, default=None,
+                   help="manufacturer, 3 letters (default TST)")
+    g.add_argument("--medium", type=_medium, default=None,
+                   help="medium: a name (water, heat, electricity, gas, ...) or 0..255")
+    src = g.add_mutually_exclusive_group()
+    src.add_argument("--meter", default=None, metavar="FILE",
+                     help="JSON meter description (see examples/)")
+    src.add_argument("--bus", default=None, metavar="FILE",
+                     help='JSON bus description: {"meters": [...]}')
+    src.add_argument("--replay", default=None, metavar="FILE",
+                     help="answer with captured RSP_UD telegrams (hex text)")
+    src.add_argument("--random-meters", type=_count, default=None, metavar="N",
+                     help="N random meters at addresses 1..N")
+    g.add_argument("--seed", type=_seed, default=None,
+                   help="seed for --random-meters (the same seed gives the same meters)")
+    g.add_argument("--ci56", choices=("deselect", "select"), default="deselect",
+                   help="what CI 56 means to the meters (default deselect)")
+    g.add_argument("--read-only", action="store_true",
+                   help="refuse address, ID and baud changes from masters")
+    g.add_argument("--state", default=None, metavar="FILE",
+                   help="keep settings a master changed (address, ID, baud) in FILE; "
+                   "they override the configuration at the next start")
+    g = p.add_argument_group("output")
+    g.add_argument("--log-level", default="info", type=str.lower,
+                   choices=("debug", "info", "warning", "error"),
+                   help="log level on stderr (default info)")
+    g.add_argument("--trace", action="store_true",
+                   help="print every frame on stdout, libmbus style: RECV (005): 10 40 03 43 16")
+    return p
+
+
+# -- configuration ----------------------------------------------------------------------
+def _line_settings(args):
+    """device, baud, parity, stopbits from flags and --board."""
+    board = {}
+    if args.board:
+        try:
+            from mbus_boards import load_board
+            board = load_board(args.board)
+        except ValueError as e:
+            raise UsageError("--board: %s" % e)
+        if "device" not in board:
+            raise UsageError("--board %s has no device for this host" % args.board)
+    device = args.device or board.get("device") or "pty"
+    baud = args.baud or board.get("baud") or 2400
+    if baud not in BAUD_RATES:
+        raise UsageError("board %s: bad baud rate %r" % (args.board, baud))
+    parity = args.parity or board.get("parity") or "E"
+    stopbits = args.stopbits or board.get("stopbits") or 1
+    return device, baud, parity, stopbits
+
+
+def _meters(args):
+    clock = time.monotonic
+    overrides = [k for k in ("addr", "ident", "manuf", "medium")
+                 if getattr(args, k) is not None]
+    if args.seed is not None and args.random_meters is None:
+        raise UsageError("--seed only goes with --random-meters")
+    if args.bus or args.random_meters:
+        if overrides:
+            flag = "--bus" if args.bus else "--random-meters"
+            raise UsageError("--%s cannot be combined with %s (set it in the file)"
+                             % (overrides[0].replace("ident", "id"), flag))
+    if args.bus:
+        meters = _config.load_meters(args.bus, clock)
+        return meters, None
+    if args.random_meters:
+        seed = args.seed
+        if seed is None:
+            seed = int.from_bytes(os.urandom(4), "big")
+        return _host.random_meters(args.random_meters, seed, clock), seed
+    if args.replay:
+        if args.ident is not None or args.manuf or args.medium is not None:
+            raise UsageError("--replay takes the identity from the telegram; only --addr "
+                             "applies")
+        m = _config.load_replay(args.replay, 3 if args.addr is None else args.addr)
+        return [m], None
+    if args.meter:
+        meters = _config.load_meters(args.meter, clock)
+        if overrides and len(meters) != 1:
+            raise UsageError("--%s applies to one meter; %s describes %d"
+                             % (overrides[0].replace("ident", "id"), args.meter, len(meters)))
+        m = meters[0]
+    else:
+        m = _host.demo_meter()
+        meters = [m]
+    if args.addr is not None:
+        m.address = args.addr
+    if args.ident is not None:
+        m.id = args.ident
+        m.id_raw = None
+    if args.manuf:
+        from mbus_core.meter import manufacturer_code
+        m.manufacturer = manufacturer_code(args.manuf)
+    if args.medium is not None:
+        m.medium = args.medium
+    return meters, None
+
+
+def _check_addresses(meters):
+    seen = {}
+    for i, m in enumerate(meters):
+        if m.address and m.address in seen:
+            log.warning("meters %d and %d share primary address %d: they will collide when "
+                        "read by it", seen[m.address] + 1, i + 1, m.address)
+        seen.setdefault(m.address, i)
+
+
+# -- main -------------------------------------------------------------------------------
+def _setup_logging(level):
+    logging.basicConfig(level=getattr(logging, level.upper()), stream=sys.stderr,
+                        format="%(levelname)s:%(name)s:%(message)s")
+
+
+def _say(text):
+    try:
+        sys.stdout.write(text + "\n")
+        sys.stdout.flush()
+    except (OSError, ValueError):
+        pass
+
+
+def _usage_exit(msg):
+    sys.stderr.write("%s: error: %s\n" % (PROG, msg))
+    return EXIT_USAGE
+
+
+def main(argv=None):
+    try:
+        return _main(argv)
+    except UsageError as e:
+        return _usage_exit(e)
+    except ConfigError as e:
+        return _usage_exit(e)
+    except KeyboardInterrupt:
+        return 0
+
+
+def _main(argv):
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:   # --help
+        return e.code or 0
+    _setup_logging(args.log_level)
+    device, baud, parity, stopbits = _line_settings(args)
+    is_tcp = device.startswith("tcp:")
+    if args.link and device != "pty":
+        raise UsageError("--link only goes with --device pty")
+    tcp_addr = None
+    if is_tcp:
+        from mbus_ports.tcp_server import parse_tcp_device
+        try:
+            tcp_addr = parse_tcp_device(device)
+        except ValueError as e:
+            raise UsageError("--device: %s" % e)
+
+    meters, seed = _meters(args)
+    configured_ids = [m.id for m in meters]
+
+    # settings a master changed last time win over the configuration
+    st = {}
+    if args.state:
+        st = _state.load_state(args.state, warn=log.warning)
+        n = _state.apply_state(st, meters, warn=log.warning)
+        if n:
+            log.info("state %s: restored the settings of %d meter(s)", args.state, n)
+        b = _state.state_baud(st, BAUD_RATES)
+        if b and b != baud and not is_tcp:
+            log.info("state %s: baud rate %d (was switched by a master)", args.state, b)
+            baud = b
+    _check_addresses(meters)
+
+    delay = args.reply_delay
+    if delay is None:
+        delay = 0 if is_tcp else None
+    elif not is_tcp:
+        lo, hi = reply_window_ms(baud)
+        if not lo <= delay <= hi:
+            log.warning("reply delay %g ms is outside the EN 13757-2 window at %d baud "
+                        "(%.1f..%.1f ms): masters may miss the replies", delay, baud, lo, hi)
+
+    # startup banner, like pyMbusSlave's
+    log.info("pyMbusSlave-compatible %s", PROG)
+    log.info("  Serial device:   %s", device)
+    log.info("  Baudrate:        %d%s", baud, " (no effect on TCP)" if is_tcp else
+             " %d%s%d" % (8, parity, stopbits))
+    if len(meters) == 1:
+        m = meters[0]
+        log.info("  Slave address:   %d", m.address)
+        log.info("  Slave device ID: %08d", m.id)
+        log.info("  Manufacturer:    %s, version %d, medium %s",
+                 _host.manufacturer_text(m.manufacturer), m.version,
+                 _host.medium_name(m.medium))
+    else:
+        log.info("  Meters:          %d%s", len(meters),
+                 " (--seed %d)" % seed if seed is not None else "")
+        for i, m in enumerate(meters):
+            log.info("  Meter %d: %s", i + 1, _host.describe(m))
+    if args.read_only:
+        log.info("  Read-only: address, ID and baud changes are refused")
+    shown = delay if delay is not None else default_reply_delay_ms(baud)
+    log.info("  Reply delay:     %g ms", shown)
+
+    slaves = [Slave(m, read_only=args.read_only, ci56=args.ci56) for m in meters]
+    bus = Bus(slaves)
+    keeper = _host.StateKeeper(args.state, meters, configured_ids,
+                               None if is_tcp else baud)
+    bus.on_change = keeper.on_change
+    tracer = _host.Tracer() if args.trace else None
+
+    # open the device
+    port = server = None
+    try:
+        if is_tcp:
+            from mbus_ports.tcp_server import TcpServer
+            host, tport = tcp_addr
+            server = TcpServer(bus, host, tport, max_clients=args.max_clients,
+                               idle_timeout=args.tcp_idle_timeout, reply_delay_ms=delay,
+                               trace=tracer, baud=baud)
+            if host in ("127.0.0.1", "localhost", "::1"):
+                log.info("Bound to %s only (loopback: this machine); tcp:0.0.0.0:%d or "
+                         "tcp:[::]:%d serve every address", server.listen_text(),
+                         server.port, server.port)
+            else:
+                log.info("Bound to %s", server.listen_text())
+            _say("Listening on %s" % server.listen_text())
+        elif device == "pty":
+            from mbus_ports.pty_port import PtyPort
+            port = PtyPort(link=args.link)
+            _say("Point your M-Bus master at %s" % port.name)
+            if args.link:
+                log.info("Link %s -> %s", args.link, port.name)
+        else:
+            from mbus_ports.serial_port import SerialPort
+            port = SerialPort(device, baud, parity, stopbits)
+            log.info("Serving on %s", device)
+    except (OSError, ValueError) as e:
+        sys.stderr.write("%s: error: cannot open %s: %s\n"
+                         % (PROG, device, getattr(e, "strerror", None) or e))
+        if port is not None:
+            port.close()
+        return EXIT_RUNTIME
+    except Exception as e:  # pyserial's SerialException and the like
+        sys.stderr.write("%s: error: cannot open %s: %s\n" % (PROG, device, e))
+        return EXIT_RUNTIME
+
+    if server is not None:
+        runner = server
+    else:
+        runner = LineServer(bus, port, baud=baud, reply_delay_ms=delay, trace=tracer)
+        runner.on_baud = keeper.on_baud
+
+    def stop(signum, frame):
+        runner.stop()
+
+    old = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        old[sig] = signal.signal(sig, stop)
+    if args.state:
+        keeper.save()   # the file reflects the running configuration from the start
+    status = 0
+    try:
+        runner.serve_forever()
+    except Exception as e:  # the device went away (USB unplugged) and the like
+        log.debug("run loop failed", exc_info=True)
+        sys.stderr.write("%s: error: %s: %s\n" % (PROG, device, e))
+        status = EXIT_RUNTIME
+    finally:
+        for sig, h in old.items():
+            signal.signal(sig, h)
+        if args.state:
+            keeper.save()
+        if server is not None:
+            server.close()
+        else:
+            port.close()
+        log.info("stopped")
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

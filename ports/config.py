@@ -1,0 +1,64 @@
+# Meter files for the CLI and the MicroPython firmware. Runtime-neutral (json only; no
+# os.path, no f-strings): the file is read here, the description is turned into meters by
+# mbus_core.model, and every error comes back as one ConfigError line that names the file.
+import json
+
+from mbus_core.model import ConfigError, meters_from_config, replay_from_hex
+
+
+def read_text(path):
+    """The file's text, or ConfigError("PATH: cannot read: ...")."""
+    try:
+        f = open(path, "r")
+    except OSError as e:
+        raise ConfigError("%s: cannot read: %s" % (path, _why(e)))
+    try:
+        try:
+            return f.read()
+        finally:
+            f.close()
+    except Exception as e:  # UnicodeError, OSError
+        raise ConfigError("%s: cannot read: %s" % (path, _why(e)))
+
+
+def _why(e):
+    s = getattr(e, "strerror", None)
+    if s:
+        return s
+    s = str(e)
+    return s if s else type(e).__name__
+
+
+def parse_json(text, path):
+    try:
+        return json.loads(text)
+    except ValueError as e:
+        raise ConfigError("%s: bad JSON: %s" % (path, e))
+
+
+def load_config(path):
+    """The parsed JSON of a meter or bus file."""
+    return parse_json(read_text(path), path)
+
+
+def load_meters(path, clock=None):
+    """A JSON meter description (one meter, or {"meters": [...]}) -> list of Meter.
+    clock: callable returning seconds, for counters and random walks."""
+    cfg = load_config(path)
+    try:
+        return meters_from_config(cfg, clock)
+    except ConfigError as e:
+        raise ConfigError("%s: %s" % (path, e))
+    except (ValueError, TypeError, KeyError) as e:  # a gap in the model's checks
+        raise ConfigError("%s: %s" % (path, e))
+
+
+def load_replay(path, address=None):
+    """A file of captured RSP_UD telegrams in hex -> a Meter answering them verbatim."""
+    text = read_text(path)
+    try:
+        return replay_from_hex(text, address)
+    except ConfigError as e:
+        raise ConfigError("%s: %s" % (path, e))
+    except (ValueError, TypeError) as e:
+        raise ConfigError("%s: %s" % (path, e))

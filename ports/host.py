@@ -1,0 +1,120 @@
+# CPython glue for the CLI: meters from flags, random buses, the frame trace, the state
+# file kept in step with what masters change.
+import logging
+import random
+import sys
+import time
+
+from mbus_core import vif as _vif
+from mbus_core.meter import Meter, manufacturer_text
+from mbus_core.model import meters_from_config, demo_records
+from mbus_ports import state as _state
+
+log = logging.getLogger("mbus-slave")
+
+# The demo meter: what the original pyMbusSlave served and libmbus's traces show
+# (voltage 1234 V, volume 456 m3).
+DEMO_RECORDS = (bytes.fromhex("02FD49D204"), bytes.fromhex("0216C801"))
+
+RANDOM_MEDIA = (0x07, 0x04, 0x02, 0x03, 0x06)   # water, heat, electricity, gas, warm water
+RANDOM_MANUFACTURERS = ("TST", "ABB", "KAM", "SEN", "ZRI", "LUG", "EMH")
+
+
+def medium_name(code):
+    for c, full in _vif.MEDIA:
+        if c == code:
+            return full
+    return "medium 0x%02X" % code
+
+
+def demo_meter(address=3, ident=12345678, manufacturer="TST", medium=0, version=1):
+    return Meter(id=ident, manufacturer=manufacturer, version=version, medium=medium,
+                 address=address, records=list(DEMO_RECORDS))
+
+
+def random_meters(n, seed, clock=time.monotonic):
+    """n meters at primary addresses 1..n with distinct random 8-digit IDs, a random
+    medium and manufacturer each, and the model's demo records for that medium."""
+    rng = random.Random(seed)
+    ids = set()
+    cfgs = []
+    for i in range(n):
+        while True:
+            ident = rng.randint(10000000, 99999999)
+            if ident not in ids:
+                break
+        ids.add(ident)
+        medium = rng.choice(RANDOM_MEDIA)
+        recs = demo_records(medium)
+        for r in recs:   # give every random walk its own seed
+            v = r.get("value")
+            if isinstance(v, dict) and "wander" in v:
+                v["wander"]["seed"] = rng.randint(1, 0x7FFFFFFF)
+        cfgs.append({"name": "random-%d" % (i + 1), "address": i + 1, "id": ident,
+                     "manufacturer": rng.choice(RANDOM_MANUFACTURERS), "version": 1,
+                     "medium": medium, "records": recs})
+    return meters_from_config({"meters": cfgs}, clock)
+
+
+def describe(meter):
+    return "address %d, ID %08d, %s, version %d, %s" % (
+        meter.address, meter.id, manufacturer_text(meter.manufacturer), meter.version,
+        medium_name(meter.medium))
+
+
+class Tracer:
+    """Frame trace lines in libmbus's format: `RECV (005): 10 40 03 43 16`."""
+
+    def __init__(self, out=None):
+        self.out = out if out is not None else sys.stdout
+
+    @staticmethod
+    def line(direction, data):
+        return "%s (%03d): %s" % (direction, len(data),
+                                  " ".join("%02X" % b for b in data))
+
+    def __call__(self, direction, data, peer=None):
+        text = self.line(direction, data)
+        if peer:
+            text += "   [%s]" % peer
+        try:
+            self.out.write(text + "\n")
+            self.out.flush()
+        except (OSError, ValueError):
+            pass
+
+
+class StateKeeper:
+    """Keeps the state file in step with the bus: saves after every address/ID change and
+    every baud switch, and once more at exit."""
+
+    SAVED_ON = ("address", "id")
+
+    def __init__(self, path, meters, configured_ids, baud=None):
+        self.path = path
+        self.meters = meters
+        self.configured_ids = configured_ids
+        self.baud = baud
+        self.saves = 0
+
+    def save(self):
+        if not self.path:
+            return
+        try:
+            _state.save_state(self.path, _state.snapshot(self.meters, self.configured_ids,
+                                                         self.baud))
+            self.saves += 1
+        except OSError as e:
+            log.error("cannot save the state to %s: %s", self.path, e)
+
+    def on_change(self, slave, what):
+        if slave.last_command:
+            log.info("meter %08d: %s", slave.meter.id, slave.last_command)
+        if what in self.SAVED_ON:
+            self.save()
+
+    def on_baud(self, rate):
+        log.info("line switched to %d baud", rate)
+        if self.baud is not None:
+            self.baud = rate
+            self.save()

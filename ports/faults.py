@@ -281,9 +281,10 @@ class Faults:
         if not self.faults or n <= 0:
             return buf, n, delay_ms
         bus = line.bus
-        if bus is not self._bus:
-            self.attach(bus)
-        s = bus.responder
+        core = getattr(bus, "shared", bus)   # a TCP client's view of the shared bus
+        if core is not self._bus:
+            self.attach(core)
+        s = core.responder
         if s is None:
             return buf, n, delay_ms
         a = s.meter.address
@@ -404,7 +405,9 @@ def faults_from_specs(specs, seed=1, log=None, bus=None):
 
 # -- the CLI (CPython) -------------------------------------------------------------------
 def add_fault_arguments(parser):
-    """--fault SPEC (repeatable) and --seed S on an argparse parser."""
+    """--fault SPEC (repeatable) and --seed S on an argparse parser. Where the parser has a
+    --seed of its own already (mbus-slave's, for --random-meters), the faults' seed is
+    --fault-seed S (default: that --seed, else 1)."""
     import argparse
 
     def fault_type(text):
@@ -416,8 +419,11 @@ def add_fault_arguments(parser):
     group = parser.add_argument_group("fault injection")
     group.add_argument("--fault", action="append", default=[], type=fault_type,
                        metavar="SPEC", help="inject a fault (repeatable): " + SPEC_HELP)
-    group.add_argument("--seed", type=int, default=1, metavar="S",
-                       help="seed of the fault injection's random numbers (default 1)")
+    taken = "--seed" in getattr(parser, "_option_string_actions", {})
+    names = ("--fault-seed",) if taken else ("--seed", "--fault-seed")
+    group.add_argument(*names, type=int, default=None, dest="fault_seed", metavar="S",
+                       help="seed of the fault injection's random numbers: the same seed "
+                       "repeats a run (default %s)" % ("--seed, else 1" if taken else "1"))
     return group
 
 
@@ -426,4 +432,9 @@ def faults_from_args(args, log=None, bus=None):
     faults = getattr(args, "fault", None)
     if not faults:
         return None
-    return Faults(faults, seed=getattr(args, "seed", 1), log=log, bus=bus)
+    seed = getattr(args, "fault_seed", None)
+    if seed is None:
+        seed = getattr(args, "seed", None)
+    if not isinstance(seed, int):
+        seed = 1
+    return Faults(faults, seed=seed, log=log, bus=bus)

@@ -337,6 +337,17 @@ def test_cli_arguments():
     assert [f.spec() for f in faults.faults] == ["drop:0.2", "ignore-fcb@5"]
     assert faults.seed == 3
     assert faults_from_args(parser.parse_args([])) is None
+    assert faults_from_args(parser.parse_args(["--fault", "drop"])).seed == 1
+
+
+def test_cli_arguments_beside_a_seed_of_its_own():
+    # mbus-slave has --seed (for --random-meters): the faults then take --fault-seed
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seed", type=int, default=None)
+    add_fault_arguments(parser)
+    args = parser.parse_args(["--fault", "busy:every:3", "--fault-seed", "9", "--seed", "4"])
+    assert faults_from_args(args).seed == 9 and args.seed == 4
+    assert faults_from_args(parser.parse_args(["--fault", "drop", "--seed", "4"])).seed == 4
 
 
 def test_cli_bad_spec_message(capsys):
@@ -405,3 +416,55 @@ def test_same_faults_on_micropython(tmp_path):
     written, logs, _, _ = serve(specs, reqs, seed=42)
     want = ["W " + w.hex() for w in written] + ["L " + s for s in logs]
     assert out.stdout.splitlines() == want
+
+
+def test_tcp_client_bus_view():
+    # over TCP each client feeds the shared bus through its own parser (ClientBus)
+    from mbus_ports.tcp_server import ClientBus
+    bus = make_bus()
+    view = ClientBus(bus)
+    logs = []
+    faults = Faults(["wrong-address@3"], log=logs.append)
+    view.feed(REQ_A)
+    data, n, _ = faults.apply(FakeLine(view), view.reply, view.reply_len, 0)
+    assert valid_frame(bytes(data[:n]))[1].a != 3 and len(logs) == 1
+
+
+def test_mbus_slave_cli_injects_faults(tmp_path):
+    """mbus-slave --device pty --fault busy:every:2 --fault drop@9: the 2nd request gets a
+    busy reply, the log says so, a bad spec is a one-line usage error."""
+    import select
+    import termios
+    import time
+    import tty
+    bad = subprocess.run([sys.executable, "-m", "mbus_ports", "--fault", "drop:3"],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2
+    assert bad.stderr.strip().splitlines()[-1].startswith("mbus-slave: error: ")
+    assert "bad fault spec 'drop:3'" in bad.stderr
+    proc = subprocess.Popen([sys.executable, "-m", "mbus_ports", "--device", "pty",
+                             "--fault", "busy:every:2", "--fault", "drop@9",
+                             "--fault-seed", "5"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        assert "/dev/pts/" in line, line + proc.stderr.read()
+        fd = os.open(line.split()[-1], os.O_RDWR | os.O_NOCTTY)
+        tty.setraw(fd, termios.TCSANOW)
+        got = []
+        for req in (REQ_A, REQ_B, REQ_A):
+            os.write(fd, req)
+            buf = b""
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and (len(buf) < 4 or len(buf) < buf[1] + 6):
+                r, _, _ = select.select([fd], [], [], 0.5)
+                if r:
+                    buf += os.read(fd, 300)
+            got.append(buf)
+            time.sleep(0.05)
+        os.close(fd)
+        assert [g[6:8] == h("70 08") for g in got] == [False, True, False]
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=30)
+    assert "fault: busy reply (CI 70 08) of meter 3 (every 2nd request)" in err

@@ -13,6 +13,7 @@ from mbus_core.slave import Slave, BAUD_RATES
 from mbus_ports import config as _config
 from mbus_ports import host as _host
 from mbus_ports import state as _state
+from mbus_ports.faults import add_fault_arguments, faults_from_args
 from mbus_ports.line import LineServer, reply_window_ms, default_reply_delay_ms
 
 PROG = "mbus-slave"
@@ -177,6 +178,7 @@ def build_parser():
                    help="log level on stderr (default info)")
     g.add_argument("--trace", action="store_true",
                    help="print every frame on stdout, libmbus style: RECV (005): 10 40 03 43 16")
+    add_fault_arguments(p)
     return p
 
 
@@ -399,7 +401,8 @@ def _main(argv):
     if server is not None:
         runner = server
     else:
-        runner = LineServer(bus, port, baud=baud, reply_delay_ms=delay, trace=tracer)
+        runner = LineServer(bus, port, baud=baud, reply_delay_ms=delay, trace=tracer,
+                            faults=faults_from_args(args, log.info, bus))
         runner.on_baud = keeper.on_baud
 
     def stop(signum, frame):

@@ -25,7 +25,7 @@ from mbus_ports.line import LineServer
 from mbus_ports import state as _state
 
 BAUD_RATES = (300, 600, 1200, 2400, 4800, 9600, 19200, 38400)
-DEMO = {"name": "demo", "id": 12345678, "manufacturer": "TST", "version": 1,
+DEMO = {"name": "demo", "address": 3, "id": 12345678, "manufacturer": "TST", "version": 1,
         "medium": "water"}
 
 # memory figures of the running firmware (bytes): see mem_report()

@@ -5,11 +5,21 @@
 # close and reopen /dev/pts/N as often as it likes: the pty never hangs up, reads on the
 # master side never see EIO (tolerated anyway), and the raw mode we set stays in place.
 # Baud rate, parity and stop bits mean nothing on a pty; set_baud only records the rate.
+#
+# Parity: Linux ptys cannot carry it (the pty driver clears PARENB), and recent kernels
+# then fail a tcsetattr() that changes nothing else with EINVAL. So a master that opens the
+# pty at 2400 8E1 (pyserial, libmbus) succeeds only when its settings change something the
+# pty keeps, such as the speed. We therefore park the pty's speed at 50 baud (no M-Bus
+# master uses it) whenever a master has set another: every open and every reconfiguration
+# at a real M-Bus speed then changes the speed and goes through.
 import errno
 import os
 import select
 import termios
 import tty
+
+PARK_SPEED = getattr(termios, "B50", 1)
+_CBAUD = getattr(termios, "CBAUD", 0)
 
 
 class PtyPort:
@@ -17,6 +27,7 @@ class PtyPort:
         self.master, self.slave = os.openpty()
         self.name = os.ttyname(self.slave)
         tty.setraw(self.slave, termios.TCSANOW)  # no echo, no line editing, 8 bits
+        self._park_speed()
         os.set_blocking(self.master, False)
         self.read_timeout = read_timeout
         self.baud = 0
@@ -35,7 +46,20 @@ class PtyPort:
         os.symlink(self.name, path)
         self.link = path
 
+    def _park_speed(self):
+        try:
+            attrs = termios.tcgetattr(self.slave)
+            if attrs[4] == PARK_SPEED and attrs[5] == PARK_SPEED:
+                return
+            if _CBAUD:  # Linux keeps the speed in c_cflag too
+                attrs[2] = (attrs[2] & ~_CBAUD) | PARK_SPEED
+            attrs[4] = attrs[5] = PARK_SPEED
+            termios.tcsetattr(self.slave, termios.TCSANOW, attrs)
+        except (termios.error, OSError):
+            pass
+
     def readinto(self, buf):
+        self._park_speed()
         try:
             r, _, _ = select.select((self.master,), (), (), self.read_timeout)
         except InterruptedError:

@@ -58,13 +58,28 @@ def main_py(board):
             "import mbus_ports.upy_firmware as firmware; firmware.run(board)\n" % board)
 
 
-PREPARE = ("import os\n"
-           "try:\n os.remove('main.py')\nexcept OSError:\n pass\n"
-           "for d in ('lib/mbus_core', 'lib/mbus_ports', 'lib/mbus_boards'):\n"
-           " try:\n  names = os.listdir(d)\n except OSError:\n  names = []\n"
-           " for n in names:\n  os.remove(d + '/' + n)\n")
-MKDIRS = ("import os\n"
-          "for d in %r:\n try:\n  os.mkdir(d)\n except OSError:\n  pass\n" % (LIB_DIRS,))
+def _dirs(root):
+    """(parent, path, name) of each /lib folder under the board's root."""
+    out = []
+    for d in LIB_DIRS:
+        parent, _, name = d.rpartition("/")
+        out.append((root + parent if parent else root, root + d, name))
+    return tuple(out)
+
+
+def prepare_code(root="/"):
+    """Board-side one-liner: remove main.py and the old files in /lib/mbus_*."""
+    dirs = _dirs(root)
+    return ("import os; [os.remove(%r) for n in os.listdir(%r) if n == 'main.py']; "
+            "[os.remove(d + '/' + f) for p, d, n in %r if %r in os.listdir(%r) and "
+            "n in os.listdir(p) for f in os.listdir(d)]"
+            % (root + "main.py", root, dirs[1:], dirs[0][2], root))
+
+
+def mkdirs_code(root="/"):
+    """Board-side one-liner: make /lib and /lib/mbus_* where missing."""
+    return ("import os; [os.mkdir(d) for p, d, n in %r if n not in os.listdir(p)]"
+            % (_dirs(root),))
 
 
 class Fail(Exception):
@@ -171,11 +186,11 @@ def deploy(args):
             copies.append((args.board_config, ":board.json"))
         connect = [mpremote, "connect", args.port]
         print("# 2. prepare the board: remove main.py and old files, hard reset")
-        run(connect + ["exec", PREPARE, "+", "reset"], "no board at %s (mpremote)"
+        run(connect + ["exec", prepare_code(), "+", "reset"], "no board at %s (mpremote)"
             % args.port, dry)
         wait_for_board(connect, dry)
         print("# 3. copy %d files and restart" % len(copies))
-        cmd = connect + ["exec", MKDIRS]
+        cmd = connect + ["exec", mkdirs_code()]
         for local, remote in copies:
             cmd += ["+", "cp", local, remote]
         cmd += ["+", "reset"]
@@ -226,6 +241,8 @@ def main(argv=None):
         return 1
     except KeyboardInterrupt:
         sys.stderr.write("%s: interrupted\n" % PROG)
+        return 1
+    except BrokenPipeError:  # output piped into head & co.
         return 1
     return 0
 

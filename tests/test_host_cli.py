@@ -1,0 +1,202 @@
+"""The mbus-slave command line: argument errors, random meters, the pyserial port (on the
+slave side of a pty this test holds), boards, pymeterbus's own command-line masters."""
+import json
+import os
+import re
+import select as _select
+import shutil
+import subprocess
+import sys
+import termios
+
+import pytest
+
+from tests.hostutil import (SlaveProcess, PtySlave, run_cli, ping, req_ud2, send, recv,
+                            values, frame_hex, SILENCE_TIMEOUT, START_TIMEOUT)
+
+
+def one_line_error(out):
+    assert out.returncode == 2, (out.returncode, out.stderr)
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1, out.stderr
+    assert lines[0].startswith("mbus-slave: error: "), out.stderr
+    assert "Traceback" not in out.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--bogus"], "unrecognized"),
+    (["--baud", "1234"], "baud"),
+    (["--baud", "fast"], "baud"),
+    (["--addr", "251"], "address"),
+    (["--addr", "-1"], "address"),
+    (["--id", "1234567"], "8 decimal digits"),
+    (["--id", "123456789"], "8 decimal digits"),
+    (["--id", "1234567A"], "8 decimal digits"),
+    (["--manuf", "T1T"], "manufacturer"),
+    (["--medium", "plutonium"], "medium"),
+    (["--medium", "300"], "medium"),
+    (["--device", "tcp:http"], "port"),
+    (["--device", "tcp:::1:5000"], "brackets"),
+    (["--random-meters", "0"], "count"),
+    (["--random-meters", "3", "--addr", "5"], "--addr"),
+    (["--seed", "3"], "--random-meters"),
+    (["--meter", "a.json", "--bus", "b.json"], "not allowed"),
+    (["--board", "toaster"], "unknown board"),
+    (["--link", "/tmp/x", "--device", "tcp:0"], "--link"),
+    (["--reply-delay", "-5"], "reply-delay"),
+])
+def test_bad_arguments_give_one_line_and_status_2(args, words):
+    line = one_line_error(run_cli(args))
+    assert words in line
+
+
+def test_bad_meter_files(tmp_path):
+    bad_json = tmp_path / "bad.json"
+    bad_json.write_text('{"id": 1,')
+    bad_key = tmp_path / "key.json"
+    bad_key.write_text('{"adress": 4}')
+    bad_hex = tmp_path / "cap.hex"
+    bad_hex.write_text("68 18 18 68 zz")
+    binary = tmp_path / "bin.json"
+    binary.write_bytes(b"\xff\xfe\x00garbage")
+    for args, words in ((["--meter", str(bad_json)], "bad JSON"),
+                        (["--meter", str(bad_key)], "adress"),
+                        (["--bus", str(tmp_path / "missing.json")], "cannot read"),
+                        (["--bus", str(bad_key)], "adress"),
+                        (["--replay", str(bad_hex)], "cap.hex"),
+                        (["--meter", str(binary)], "bin.json")):
+        line = one_line_error(run_cli(args))
+        assert words in line, line
+
+
+def test_help_and_module_entry_point():
+    out = run_cli(["--help"])
+    assert out.returncode == 0 and "--random-meters" in out.stdout
+    exe = shutil.which("mbus-slave", path=os.path.dirname(sys.executable))
+    if exe:
+        out = subprocess.run([exe, "--addr", "999"], capture_output=True, text=True,
+                             timeout=30)
+        one_line_error(out)
+
+
+def test_unopenable_device_is_one_line(tmp_path):
+    out = run_cli(["--device", str(tmp_path / "no-such-tty")])
+    assert out.returncode == 1
+    assert out.stderr.strip().splitlines()[-1].startswith("mbus-slave: error: cannot open")
+    assert "Traceback" not in out.stderr
+
+
+def test_board_raspberry_pi_hat_picks_ttyama0(tmp_path):
+    out = run_cli(["--board", "raspberry-pi-hat"])
+    if os.path.exists("/dev/ttyAMA0"):
+        pytest.skip("a real /dev/ttyAMA0 here")
+    assert out.returncode == 1
+    assert "/dev/ttyAMA0" in out.stderr and "Traceback" not in out.stderr
+    assert "Baudrate:        2400 8E1" in out.stderr
+
+
+def _meters_of(tmp_path, *args):
+    s = PtySlave(list(args), tmp_path)
+    try:
+        assert s.stop() == 0
+    finally:
+        pass
+    found = re.findall(r"Meter (\d+): address (\d+), ID (\d{8}),", s.log())
+    return [(int(a), i) for _, a, i in found]
+
+
+def test_random_meters_are_distinct_and_reproducible(tmp_path):
+    one = _meters_of(tmp_path, "--random-meters", "5", "--seed", "1")
+    again = _meters_of(tmp_path, "--random-meters", "5", "--seed", "1")
+    other = _meters_of(tmp_path, "--random-meters", "5", "--seed", "2")
+    assert len(one) == 5
+    assert sorted(a for a, _ in one) == [1, 2, 3, 4, 5]
+    assert len(set(i for _, i in one)) == 5
+    assert one == again
+    assert one != other
+
+
+def test_default_start_banner_mirrors_pymbusslave(tmp_path):
+    s = PtySlave([], tmp_path)
+    assert s.stop() == 0
+    log = s.log()
+    for text in ("Serial device:   pty", "Baudrate:        2400", "Slave address:   3",
+                 "Slave device ID: 12345678"):
+        assert text in log
+    assert re.fullmatch(r"Point your M-Bus master at /dev/pts/\d+", s.seen[0])
+
+
+class FdMaster:
+    """The master end of a pty this test owns, with the pyserial calls hostutil uses."""
+
+    def __init__(self, fd):
+        self.fd = fd
+        self.timeout = 0.05
+
+    def read(self, n):
+        r, _, _ = _select.select([self.fd], [], [], self.timeout)
+        if not r:
+            return b""
+        return os.read(self.fd, n)
+
+    def write(self, data):
+        os.write(self.fd, bytes(data))
+
+    def reset_input_buffer(self):
+        while _select.select([self.fd], [], [], 0)[0]:
+            if not os.read(self.fd, 4096):
+                break
+
+
+def test_serial_port_on_a_tty_with_baud_switch(tmp_path):
+    """--device PATH goes through pyserial (ports/serial_port.py): 8E1 at 2400, then a
+    master's CI BD switches the tty itself to 9600."""
+    master, slave = os.openpty()
+    path = os.ttyname(slave)
+    state = str(tmp_path / "state.json")
+    s = SlaveProcess(["--device", path, "--state", state], tmp_path)
+    try:
+        m = FdMaster(master)
+        # wait until the slave has the tty open (its banner line on stderr)
+        import time
+        deadline = time.monotonic() + START_TIMEOUT
+        while "Serving on" not in s.log() and time.monotonic() < deadline:
+            assert s.proc.poll() is None, s.log()
+            time.sleep(0.05)
+        assert ping(m, 3)
+        assert termios.tcgetattr(slave)[5] == termios.B2400
+        send(m, frame_hex("68 03 03 68 53 03 BD 13 16"))
+        assert recv(m) == b"\xe5"
+        deadline = time.monotonic() + START_TIMEOUT
+        while termios.tcgetattr(slave)[5] != termios.B9600 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert termios.tcgetattr(slave)[5] == termios.B9600
+        t, _ = req_ud2(m, 3)
+        assert values(t) == [1234, 456]
+        assert s.stop() == 0
+        with open(state) as f:
+            assert json.load(f)["baud"] == 9600
+    finally:
+        s.stop()
+        os.close(master)
+        os.close(slave)
+
+
+def test_pymeterbus_command_line_tools(tmp_path):
+    """pymeterbus 0.8.5 declares mbus-serial-* scripts; run them against the pty when
+    the module behind them is there."""
+    try:
+        import meterbus.tools  # noqa: F401
+    except ImportError:
+        pytest.skip("pymeterbus 0.8.5 ships its mbus-serial-* scripts without "
+                    "meterbus.tools: the scripts cannot run")
+    s = PtySlave([], tmp_path)
+    try:
+        exe = shutil.which("mbus-serial-scan-primary",
+                           path=os.path.dirname(sys.executable))
+        out = subprocess.run([exe, "-b", "2400", s.path], capture_output=True, text=True,
+                             timeout=300)
+        assert "3" in out.stdout + out.stderr
+    finally:
+        s.stop()

@@ -18,11 +18,12 @@ state_path = "/mbus_state.json"
 config = {}
 
 
-def _overrides():
+def load_overrides(path="/board.json"):
+    """Settings from /board.json (when it exists) over the defaults above."""
     global UART_ID, TX_PIN, RX_PIN, TX_ENABLE_PIN, LED_PIN, BAUD, WDT_MS
     try:
         import json
-        with open("/board.json") as f:
+        with open(path) as f:
             c = json.load(f)
     except (OSError, ValueError):
         return
@@ -36,7 +37,7 @@ def _overrides():
     config.update(c)
 
 
-_overrides()
+load_overrides()
 led = None if LED_PIN is None else Pin(LED_PIN, Pin.OUT)
 
 

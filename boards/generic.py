@@ -32,11 +32,17 @@ def load_config(path=CONFIG_PATH):
     return c
 
 
-config = load_config()
-BAUD = config["baud"]
-meter_path = config["meter"]
-state_path = config["state"]
-led = None if config["led"] is None else Pin(config["led"], Pin.OUT)
+def configure(c):
+    """Use the settings dict c (load_config() output) from now on."""
+    global config, BAUD, meter_path, state_path, led
+    config = c
+    BAUD = c["baud"]
+    meter_path = c["meter"]
+    state_path = c["state"]
+    led = None if c["led"] is None else Pin(c["led"], Pin.OUT)
+
+
+configure(load_config())
 
 
 def _pin(v):

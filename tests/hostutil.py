@@ -101,7 +101,11 @@ class SlaveProcess:
 class PtySlave(SlaveProcess):
     def __init__(self, args, tmp_path, env=None):
         SlaveProcess.__init__(self, ["--device", "pty"] + list(args), tmp_path, env)
-        line = self.wait_line("Point your M-Bus master at ")
+        try:
+            line = self.wait_line("Point your M-Bus master at ")
+        except BaseException:
+            self.stop(signal.SIGKILL)
+            raise
         self.path = line[len("Point your M-Bus master at "):]
 
     def master(self, baud=2400):
@@ -132,7 +136,11 @@ def wait_parked(path, timeout=START_TIMEOUT):
 class TcpSlave(SlaveProcess):
     def __init__(self, args, tmp_path, device="tcp:0", env=None):
         SlaveProcess.__init__(self, ["--device", device] + list(args), tmp_path, env)
-        line = self.wait_line("Listening on ")
+        try:
+            line = self.wait_line("Listening on ")
+        except BaseException:
+            self.stop(signal.SIGKILL)
+            raise
         hostport = line[len("Listening on "):]
         host, port = hostport.rsplit(":", 1)
         self.host = host.strip("[]")

@@ -29,7 +29,7 @@ DEMO = {"name": "demo", "address": 3, "id": 12345678, "manufacturer": "TST", "ve
         "medium": "water"}
 
 # memory figures of the running firmware (bytes): see mem_report()
-MEM = {"start": 0, "free": 0, "peak": 0, "requests": 0, "errors": 0}
+MEM = {"start": 0, "free": 0, "peak": 0, "requests": 0, "errors": 0, "line": None}
 
 
 def log(msg):
@@ -100,6 +100,12 @@ def _run_hook(board, meters):
 
 
 def mem_report():
+    line = MEM.get("line")
+    if line is not None:  # the loop may have been stopped before it counted the last one
+        MEM["requests"] = line.requests
+    a = gc.mem_alloc()
+    if a > MEM["peak"]:
+        MEM["peak"] = a
     gc.collect()
     now = gc.mem_alloc()
     text = ("memory: heap in use after start %d bytes (free %d), peak while serving %d "
@@ -182,6 +188,7 @@ def run(board, steps=0):
     MEM["start"] = gc.mem_alloc()
     MEM["free"] = gc.mem_free()
     MEM["peak"] = MEM["start"]
+    MEM["line"] = line
     log("serving %d meter(s) (%s) at %d baud" % (len(fw.meters), fw.describe(), line.baud))
     if cfg.get("mem_report"):
         mem_report()

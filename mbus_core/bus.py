@@ -88,10 +88,10 @@ class Bus:
                 continue
             self.responder = s
             if answers == 0:
-                self.reply = s.tx
+                self.reply = s.reply
                 self.reply_len = n
             else:
-                self._overlap(s.tx, n)
+                self._overlap(s.reply, n)
             answers += 1
         if answers > 1:
             self.collisions += 1

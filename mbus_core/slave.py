@@ -68,8 +68,10 @@ class Slave:
         self.ci56_select = ci56 == "select"
         self.selected = False
         self.access = 0
-        self.tx = bytearray(_frame.MAX_FRAME)
-        self.tx_len = 0
+        self.tx = bytearray(_frame.MAX_FRAME)    # RSP_UD / CI 70 replies (kept for repeats)
+        self._ack_buf = bytearray(1)
+        _frame.write_ack(self._ack_buf)
+        self.reply = self.tx                     # the buffer of the last reply
         self.on_change = None       # callable(slave, what) for settings to persist
         self.new_baud = 0           # set after acknowledging a baud switch
         self._fcb = -1              # FCB of the last answered REQ_UD2 (-1: none yet)
@@ -85,7 +87,8 @@ class Slave:
     # -- dispatch ----------------------------------------------------------------
     def handle(self, p):
         """Act on the frame in parser p (already routed to this slave); return the
-        reply size in self.tx (0: stay silent)."""
+        size of the reply in self.reply (0: stay silent)."""
+        self.reply = self.tx
         c = p.c
         func = c & 0x0F
         if not c & 0x40:
@@ -102,6 +105,11 @@ class Slave:
             return self._snd_ud(p)
         return 0
 
+    def _ack(self):
+        # E5 has a buffer of its own: the last RSP_UD in tx must survive for a repeat.
+        self.reply = self._ack_buf
+        return 1
+
     def reset_link(self):
         """SND_NKE: forget FCB state and the readout cursor."""
         self._fcb = -1
@@ -112,7 +120,7 @@ class Slave:
         self.reset_link()
         if a == ADDR_NETWORK:
             self.selected = False
-        return _frame.write_ack(self.tx)
+        return self._ack()
 
     # -- REQ_UD2 / REQ_UD1 ---------------------------------------------------------
     def _req_ud2(self, c):
@@ -161,7 +169,7 @@ class Slave:
     def _req_ud1(self, c):
         meter = self.meter
         if meter.alarm is None:
-            return _frame.write_ack(self.tx)
+            return self._ack()
         tx = self.tx
         data = meter.alarm
         # class 1 data: a CI 72 telegram whose records are the alarm records
@@ -232,20 +240,20 @@ class Slave:
         self.selected = self.matches_secondary(p.buf, p.data_start, p.data_end, msb_first)
         if self.selected:
             self.reset_link()
-            return _frame.write_ack(self.tx)
+            return self._ack()
         return 0
 
     # -- SND_UD ------------------------------------------------------------------------
     def _snd_ud(self, p):
         ci = p.ci
         if ci == CI_SELECT:
-            return self.select(p) if p.a == ADDR_NETWORK else _frame.write_ack(self.tx)
+            return self.select(p) if p.a == ADDR_NETWORK else self._ack()
         if ci == CI_SELECT_MSB:
             if self.ci56_select:
                 return self.select(p, True) if p.a == ADDR_NETWORK else 0
             was = self.selected
             self.selected = False
-            return _frame.write_ack(self.tx) if was or p.a != ADDR_NETWORK else 0
+            return self._ack() if was or p.a != ADDR_NETWORK else 0
         if ci == CI_RESET:
             self._next = 0
             self._error = -1
@@ -254,7 +262,7 @@ class Slave:
                 self.meter.invalidate()
             self.last_command = "application reset"
             self._notify("reset")
-            return _frame.write_ack(self.tx)
+            return self._ack()
         if CI_BAUD_FIRST <= ci <= CI_BAUD_FIRST + 7:
             if self.read_only:
                 self._error = ERR_UNSPECIFIED
@@ -262,14 +270,14 @@ class Slave:
                 self.new_baud = BAUD_RATES[ci - CI_BAUD_FIRST]
                 self.last_command = "baud rate %d" % self.new_baud
                 self._notify("baud")
-            return _frame.write_ack(self.tx)
+            return self._ack()
         if ci == CI_DATA_SEND:
             self._data_send(p.buf, p.data_start, p.data_end)
-            return _frame.write_ack(self.tx)
+            return self._ack()
         # A valid frame with a CI we do not implement: acknowledged at the link layer,
         # reported as "unimplemented CI" in the next RSP_UD (EN 13757-3 CI 70).
         self._error = ERR_UNIMPLEMENTED_CI
-        return _frame.write_ack(self.tx)
+        return self._ack()
 
     def _data_send(self, d, s, e):
         """CI 51: the records in d[s:e] set values or choose records for readout."""

@@ -189,8 +189,6 @@ def test_selective_readout_and_application_reset(slave_factory):
         assert values(t) == [1234, 456]
 
 
-@pytest.mark.xfail(reason="mbus_core/slave.py: the E5 of a SND_UD overwrites byte 0 of the "
-                   "RSP_UD kept for a repeat (reported to the core's owner)", strict=False)
 def test_repeat_after_a_snd_ud_is_a_valid_frame(slave_factory):
     s = slave_factory()
     with s.master() as ser:

@@ -444,3 +444,10 @@ def test_record_too_long_for_any_telegram_is_left_out():
     m = demo_meter(records=[h("02 FD 49 D2 04"), huge])
     r = one(Bus([m]), REQ_3)
     assert r[19:-2] == h("02 FD 49 D2 04") and m.errors == 1
+
+
+def test_repeat_after_an_acknowledged_snd_ud_is_the_whole_telegram():
+    bus = demo_bus()
+    first = one(bus, REQ_3)
+    assert one(bus, h("68 03 03 68 53 03 50 A6 16")) == E5
+    assert one(bus, REQ_3) == first  # same FCB: the telegram again, byte for byte

@@ -384,7 +384,8 @@ def _main(argv):
             host, tport = tcp_addr
             server = TcpServer(bus, host, tport, max_clients=args.max_clients,
                                idle_timeout=args.tcp_idle_timeout, reply_delay_ms=delay,
-                               trace=tracer, baud=baud)
+                               trace=tracer, baud=baud,
+                               faults=faults_from_args(args, log.info, bus))
             if host in ("127.0.0.1", "localhost", "::1"):
                 log.info("Bound to %s only (loopback: this machine); tcp:0.0.0.0:%d or "
                          "tcp:[::]:%d serve every address", server.listen_text(),

@@ -162,11 +162,12 @@ class TcpServer:
     """
 
     def __init__(self, bus, host="127.0.0.1", port=0, max_clients=32, idle_timeout=300.0,
-                 reply_delay_ms=0, trace=None, baud=2400):
+                 reply_delay_ms=0, trace=None, baud=2400, faults=None):
         self.bus = bus
         self.max_clients = max_clients
         self.idle_timeout = idle_timeout
         self.reply_delay_ms = reply_delay_ms
+        self.faults = faults  # fault injection (ports/faults.py), shared by all clients
         self.trace = trace
         self.baud = baud
         self.running = True
@@ -288,7 +289,7 @@ class TcpServer:
                 outer(direction, data, peer)
         line = LineServer(ClientBus(self.bus), port, baud=self.baud,
                           reply_delay_ms=self.reply_delay_ms, idle_ms=TCP_IDLE_MS,
-                          baud_fallback_ms=0, trace=trace)
+                          baud_fallback_ms=0, trace=trace, faults=self.faults)
         line.on_baud = lambda rate, peer=peer: log.info(
             "client %s: baud rate switched to %d (no effect on TCP)", peer, rate)
         c = _Client(sock, peer, line, port)

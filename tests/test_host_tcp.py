@@ -164,3 +164,18 @@ def test_random_bus_over_tcp_with_trace(tcp_factory):
         assert len(t.records) >= 2
     line = s.wait_line("SEND (001): E5")
     assert line.endswith("]")
+
+
+def test_fault_injection_over_tcp(tcp_factory):
+    """--fault works on the TCP server too: every reply of meter 3 has a wrong checksum."""
+    s = tcp_factory("--fault", "checksum@3")
+    with socket.create_connection(("127.0.0.1", s.port), timeout=10) as sk:
+        sk.sendall(short(0x5B, 3))
+        f = sk.makefile("rb")
+        head = f.read(4)
+        assert head[:1] == b"\x68"
+        rest = f.read(head[1] + 2)
+        body = rest[:-2]
+        assert rest[-1] == 0x16 and rest[-2] != sum(body) & 0xFF
+    s.stop()
+    assert "fault: " in s.log()

@@ -6,6 +6,8 @@
 #   decode_records(data) -> [Decoded]   the record area after the header
 #   decode_user_data(app_data) -> dict  from the CI byte on (72, 7A, 78, 73, 70)
 from mbus_core import datatypes as dt
+from mbus_core.record import (parse_hex, scale_value, encode_data, Record,  # noqa: F401
+                               _round)
 from mbus_core import vif as vt
 from mbus_core import units as ut
 
@@ -20,33 +22,6 @@ MAX_TEXT_VIF = 128
 
 class DecodeError(ValueError):
     pass
-
-
-def parse_hex(text):
-    """'04 13 ..' / '0413..' / bytes -> bytes; ValueError on anything else."""
-    if isinstance(text, (bytes, bytearray)):
-        return bytes(text)
-    if isinstance(text, int):
-        if not 0 <= text <= 255:
-            raise ValueError("byte %d out of range" % text)
-        return bytes((text,))
-    digits = []
-    for ch in text:
-        if ch in " \t\r\n,:":
-            continue
-        o = ord(ch)
-        if 48 <= o <= 57 or 65 <= o <= 70 or 97 <= o <= 102:
-            digits.append(ch)
-        else:
-            raise ValueError("malformed hex %r (bad character %r)" % (text, ch))
-    if len(digits) % 2:
-        raise ValueError("malformed hex %r (odd number of digits)" % text)
-    out = bytearray(len(digits) // 2)
-    i = 0
-    while i < len(out):
-        out[i] = int(digits[2 * i] + digits[2 * i + 1], 16)
-        i += 1
-    return bytes(out)
 
 
 # -- the DIF/DIFE block ----------------------------------------------------------------
@@ -119,114 +94,6 @@ def dib_fields(dif, dife):
         tbit += 2
         ubit += 1
     return (dif >> 4) & 3, storage, tariff, subunit
-
-
-# -- values -> data bytes --------------------------------------------------------------
-def _round(x):
-    if isinstance(x, int):
-        return x
-    if x != x or x in (float("inf"), float("-inf")):
-        raise ValueError("value is not a number")
-    return int(x + 0.5) if x >= 0 else -int(-x + 0.5)
-
-
-def scale_value(value, pow10):
-    """value * 10**pow10 rounded to an int (exact for ints)."""
-    if isinstance(value, bool):
-        value = int(value)
-    if isinstance(value, int):
-        if pow10 >= 0:
-            return value * 10 ** pow10
-        return _round(value / (10 ** -pow10))
-    if not isinstance(value, float):
-        raise ValueError("value %r is not a number" % (value,))
-    if pow10 >= 0:
-        return _round(value * 10 ** pow10)
-    return _round(value / (10 ** -pow10))
-
-
-def encode_data(code, kind, value, pow10=0):
-    """The data field bytes for a value. kind: 'num', 'date', 'datetime', 'time', 'text',
-    'bin' (bytes or hex, sent as they are), 'lbcd' (LVAR BCD number)."""
-    if kind == "bin":
-        raw = parse_hex(value)
-        if code == 0x0D:
-            if len(raw) > 16:
-                raise ValueError("binary LVAR longer than 16 bytes")
-            return bytes((0xE0 + len(raw),)) + raw
-        n = dt.DATA_LEN[code]
-        if code not in (0x0F,) and len(raw) != n:
-            raise ValueError("%d bytes given, the data field takes %d" % (len(raw), n))
-        return raw
-    if kind == "text":
-        if code != 0x0D:
-            raise ValueError("text needs the variable length type (DIF data field D)")
-        return dt.text_encode(value if isinstance(value, str) else str(value))
-    if kind == "date":
-        if code != 0x2:
-            raise ValueError("a date (type G) needs int16")
-        return dt.date_g_encode(value)
-    if kind == "datetime":
-        if code == 0x4:
-            return dt.datetime_f_encode(value)
-        if code == 0x6:
-            return dt.datetime_i_encode(value)
-        raise ValueError("a date-time needs int32 (type F) or int48 (type I)")
-    if kind == "time":
-        if code != 0x3:
-            raise ValueError("a time (type J) needs int24")
-        return dt.time_j_encode(value)
-    # numbers
-    if code == 0x0:
-        return b""
-    if code == 0x5:
-        v = float(value) * (10.0 ** pow10) if pow10 else float(value)
-        return dt.real_encode(v)
-    raw = scale_value(value, pow10)
-    if code in (0x1, 0x2, 0x3, 0x4, 0x6, 0x7):
-        return dt.int_encode(raw, dt.DATA_LEN[code])
-    if code in (0x9, 0xA, 0xB, 0xC, 0xE):
-        return dt.bcd_encode(raw, dt.DATA_LEN[code])
-    if code == 0x0D:  # LVAR BCD number
-        n = 1
-        a = raw if raw >= 0 else -raw
-        while a >= 10 ** (2 * n):
-            n += 1
-        if n > 15:
-            raise ValueError("number too long for LVAR BCD")
-        return bytes(((0xC0 if raw >= 0 else 0xD0) + n,)) + dt.bcd_encode(a, n)
-    raise ValueError("data field %X cannot carry a number" % code)
-
-
-class Record:
-    """One record: `head` (DIF..VIFE bytes, incl. a plain-text unit), data field `code`,
-    and a value: a constant, a callable, or an object with .value() (a generator).
-    Numbers are sent as round(value * 10**pow10)."""
-
-    def __init__(self, head, code, value=0, pow10=0, kind="num", name=None):
-        self.head = bytes(head)
-        self.code = code
-        self.kind = kind
-        self.pow10 = pow10
-        self.name = name
-        self.source = value
-        self.dynamic = callable(value) or hasattr(value, "value")
-        if not self.dynamic:
-            self.encode()  # fail early on a constant that does not fit
-        elif hasattr(value, "samples"):
-            for v in value.samples():  # generators: check their range, do not advance
-                encode_data(code, kind, v, pow10)
-
-    def current(self):
-        src = self.source
-        if hasattr(src, "value"):
-            return src.value()
-        if callable(src):
-            return src()
-        return src
-
-    def encode(self):
-        return self.head + encode_data(self.code, self.kind, self.current(), self.pow10)
 
 
 # -- choosing the VIF for a quantity and unit ------------------------------------------

@@ -99,6 +99,28 @@ def _run_hook(board, meters):
             log("hook %s.setup: %s" % (name, _err(e)))
 
 
+# Needed only to read the meter file: the JSON model, the record codec and its VIF and unit
+# tables. The meters keep what they serve with (mbus_core.record, .generators, .datatypes).
+CONFIG_MODULES = ("mbus_ports.config", "mbus_core.model", "mbus_core.records",
+                  "mbus_core.units", "mbus_core.vif")
+
+
+def unload_config_modules():
+    """Drop the configuration-time modules so their code and tables can be collected:
+    on a Pico that is most of the heap the core takes."""
+    import sys
+    for name in CONFIG_MODULES:
+        sys.modules.pop(name, None)
+        pkg, _, attr = name.rpartition(".")
+        parent = sys.modules.get(pkg)
+        if parent is not None and attr in getattr(parent, "__dict__", {}):
+            try:
+                delattr(parent, attr)
+            except (AttributeError, TypeError):
+                pass
+    gc.collect()
+
+
 def mem_report():
     line = MEM.get("line")
     if line is not None:  # the loop may have been stopped before it counted the last one
@@ -139,6 +161,7 @@ class Firmware:
         self.dirty = False
         self.bus = Bus(meters)
         self.bus.on_change = self._changed
+        unload_config_modules()
         self.port = board.make_port(baud)
         self.line = LineServer(self.bus, self.port, baud=baud,
                                reply_delay_ms=cfg.get("reply_delay_ms"),

@@ -90,6 +90,8 @@ machine.UART.INPUT = [bytes.fromhex(h) for h in (
     "107B058016",                      # REQ_UD2 to 5 (FCB toggled), at the new rate
 )]
 fw.run(board, steps=12)
+import sys
+print("MODULES " + json.dumps(sorted(sys.modules)))
 print("RESULT " + json.dumps(machine.LOG))
 '''
 
@@ -187,3 +189,21 @@ def test_board_side_imports_are_installed_names(path):
         if isinstance(node, ast.ImportFrom):
             assert node.level == 0
             assert not (node.module or "").startswith(("ports", "boards"))
+
+
+def test_config_modules_unloaded_and_generated_values_still_served(tmp_path):
+    """Once the meters are built the firmware drops the JSON model, the record codec and
+    the VIF/unit tables (most of the core's RAM); counters and random walks keep working."""
+    with open(os.path.join(ROOT, "examples", "water-meter.json")) as f:
+        meter = json.load(f)
+    meter["address"] = 3
+    log, out, state = run_board(tmp_path, "pico", files={"meter.json": json.dumps(meter)})
+    modules = json.loads([ln for ln in out.splitlines() if ln.startswith("MODULES ")][0][8:])
+    for name in ("mbus_core.model", "mbus_core.records", "mbus_core.vif", "mbus_core.units",
+                 "mbus_ports.config"):
+        assert name not in modules
+    assert "mbus_core.record" in modules and "mbus_core.generators" in modules
+    writes = [e[1] for e in log if e[0] == "write"]
+    first = bytes.fromhex(writes[0])
+    assert first[6] == 0x72 and first[7:11] == bytes.fromhex("89674523")  # ID 23456789
+    assert len(first) > 19 + 8 * 4  # the eight records of the water meter

@@ -146,6 +146,17 @@ class _Client:
         self.line = line
         self.port = port
         self.want_write = False
+        # The idle timeout counts from the last valid frame, not the last byte: a client
+        # that trickles bytes or floods noise without ever completing a frame is idle too.
+        self.frames = 0
+        self.last_frame = time.monotonic()
+
+    def idle_for(self, now):
+        frames = self.line.bus.parser.frames
+        if frames != self.frames:
+            self.frames = frames
+            self.last_frame = now
+        return now - self.last_frame
 
 
 def _peer_text(addr):
@@ -254,8 +265,8 @@ class TcpServer:
                 self._after_io(c)
                 if c.sock.fileno() < 0:
                     continue
-            if self.idle_timeout and now - c.port.last_rx > self.idle_timeout:
-                self._close(c, "idle for %g s; closed" % self.idle_timeout)
+            if self.idle_timeout and c.idle_for(now) > self.idle_timeout:
+                self._close(c, "no valid frame for %g s; closed" % self.idle_timeout)
 
     def _accept(self):
         try:

@@ -136,7 +136,35 @@ def test_idle_client_is_closed(tcp_factory):
             data = b""
         assert data == b""
     assert s.stop() == 0
-    assert "idle for 1 s" in s.log()
+    assert "no valid frame for 1 s" in s.log()
+
+
+def test_client_trickling_bytes_is_closed_all_the_same(tcp_factory):
+    """Slowloris: a byte of noise every 0.2 s never completes a frame, so the idle timeout
+    (counted from the last valid frame) cuts the client off; a talking client stays."""
+    import time
+    s = tcp_factory("--tcp-idle-timeout", "1")
+    with socket.create_connection(("127.0.0.1", s.port), timeout=10) as slow, \
+            s.master() as good:
+        closed = False
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            assert ping(good, 3)
+            try:
+                slow.sendall(b"\x00")
+                slow.settimeout(0.2)
+                if slow.recv(10) == b"":
+                    closed = True
+                    break
+            except socket.timeout:
+                pass
+            except OSError:
+                closed = True
+                break
+        assert closed
+        assert ping(good, 3)
+    assert s.stop() == 0
+    assert "no valid frame for 1 s" in s.log()
 
 
 def test_tcp_host_port_and_ipv6(tcp_factory):

@@ -139,9 +139,10 @@ class LineServer:
             data, n, delay = self.faults.apply(self, buf, n, delay)
             if not n:
                 return
-        wait = delay - ticks_diff(ticks_ms(), self._last_rx)
-        if wait > 0:
-            sleep_ms(int(wait))
+        if delay > 0:
+            wait = delay - ticks_diff(ticks_ms(), self._last_rx)
+            if wait > 0:
+                sleep_ms(int(wait))
         out = memoryview(data)[:n]
         self.port.write(out)
         self.port.flush()

@@ -26,6 +26,7 @@ MAX_PENDING = 65536   # reply bytes a client may leave unread before we drop it
 # A TCP stream may split a frame with pauses no serial line has (Nagle, a WAN, a busy
 # client): a half frame is only dropped after this much silence from its client.
 TCP_IDLE_MS = 500
+HOUSEKEEPING_S = 0.05  # how often half frames and idle clients are looked at
 
 
 def parse_tcp_device(spec):
@@ -112,6 +113,17 @@ class SocketPort:
         return n
 
     def write(self, data):
+        if not self.out and not self.eof:
+            try:  # the usual case: the socket takes the whole reply at once
+                n = self.sock.send(data)
+            except (BlockingIOError, InterruptedError):
+                n = 0
+            except OSError:
+                self.eof = True
+                return
+            if n == len(data):
+                return
+            data = data[n:]
         self.out += data
         self.send_pending()
 
@@ -182,6 +194,7 @@ class TcpServer:
         self.trace = trace
         self.baud = baud
         self.running = True
+        self._next_housekeeping = 0.0
         self.clients = {}
         self.accepted = 0
         self.refused = 0
@@ -258,7 +271,12 @@ class TcpServer:
             self.sel.modify(c.sock, ev, c)
 
     def _housekeeping(self):
+        # Half frames and idle clients are a matter of 0.5 s and more: looking every
+        # 50 ms is plenty, and keeps this off the path of every request.
         now = time.monotonic()
+        if now < self._next_housekeeping:
+            return
+        self._next_housekeeping = now + HOUSEKEEPING_S
         for c in list(self.clients.values()):
             if c.line.bus.parser.busy:
                 c.line.step()        # reads nothing new; drops a half frame after the gap

@@ -76,14 +76,8 @@ def int_encode(value, n):
     if value < lo or value > hi:
         raise ValueError("%d does not fit in int%d" % (value, 8 * n))
     if value < 0:
-        value += 1 << (8 * n)
-    out = bytearray(n)
-    i = 0
-    while i < n:
-        out[i] = value & 0xFF
-        value >>= 8
-        i += 1
-    return bytes(out)
+        value += 1 << (8 * n)  # two's complement
+    return uint_encode(value, n)
 
 
 def uint_encode(value, n):

@@ -16,7 +16,7 @@ from mbus_core import records as R
 from mbus_core import model
 from mbus_core.bus import Bus
 from mbus_core.meter import Meter
-from tests.core.mbus_testutil import demo_meter, h, many_records_meter
+from tests.core.mbus_testutil import demo_meter, h, many_records_meter, feed_cuts as feed
 
 
 
@@ -118,21 +118,6 @@ def embedded_frame(data):
         if p.kind:
             return True
     return False
-
-
-def feed(bus, data, cuts):
-    """Feed data cut into chunks; every reply, as bytes."""
-    out = []
-    points = sorted(set(c % (len(data) + 1) for c in cuts)) + [len(data)]
-    start = 0
-    for end in points:
-        pos = start
-        while pos < end:
-            pos = bus.feed(data, pos, end)
-            if bus.reply_len:
-                out.append(bytes(bus.reply[:bus.reply_len]))
-        start = max(start, end)
-    return out
 
 
 def fuzz_bus():

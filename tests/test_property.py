@@ -4,7 +4,7 @@ from hypothesis import given, settings, strategies as st, HealthCheck
 
 from mbus_core import frame
 from mbus_core.bus import Bus
-from tests.core.mbus_testutil import demo_meter, h, many_records_meter
+from tests.core.mbus_testutil import demo_meter, h, many_records_meter, feed_cuts as feed_chunks
 
 REQUESTS = [
     h("10 40 03 43 16"), h("10 5B 03 5E 16"), h("10 7B 03 7E 16"), h("10 5A 03 5D 16"),
@@ -14,21 +14,6 @@ REQUESTS = [
     frame.build(frame.LONG, 0x53, 3, 0x51, h("08 FD 49 7F 0C 79 21 43 65 87")),
     frame.build(frame.LONG, 0x53, 0xFE, 0x51, h("04 6D 19 0F 8A 17")),
 ]
-
-
-def feed_chunks(bus, data, cuts):
-    """Feed data split at the given cut points; return the replies."""
-    out = []
-    points = sorted(set(c % (len(data) + 1) for c in cuts)) + [len(data)]
-    start = 0
-    for end in points:
-        pos = start
-        while pos < end:
-            pos = bus.feed(data, pos, end)
-            if bus.reply_len:
-                out.append(bytes(bus.reply[:bus.reply_len]))
-        start = max(start, end)
-    return out
 
 
 def fresh_bus():

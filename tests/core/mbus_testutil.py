@@ -54,6 +54,22 @@ def replies(bus, data, chunks=None):
     return out
 
 
+def feed_cuts(bus, data, cuts):
+    """Feed data split at the given cut points (any numbers; taken modulo the length);
+    return every reply as bytes."""
+    out = []
+    points = sorted(set(c % (len(data) + 1) for c in cuts)) + [len(data)]
+    start = 0
+    for end in points:
+        pos = start
+        while pos < end:
+            pos = bus.feed(data, pos, end)
+            if bus.reply_len:
+                out.append(bytes(bus.reply[:bus.reply_len]))
+        start = max(start, end)
+    return out
+
+
 def demo_meter(**kw):
     """The meter of the libmbus traces: address 3, ID 12345678, TST, version 1, medium 0."""
     args = {"address": 3, "id": 12345678, "manufacturer": "TST", "version": 1, "medium": 0,

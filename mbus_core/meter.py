@@ -18,6 +18,7 @@ CI_ERROR = const(0x70)  # application error
 
 MAX_USER_DATA = const(252)  # bytes after CI in a long frame (L = 255)
 MORE_RECORDS = const(0x1F)  # DIF: more records follow in the next telegram
+MORE_RECORDS_BYTE = b"\x1f"
 # Status byte (EN 13757-3): bits 0-1 application status, 2 power low, 3 permanent
 # error, 4 temporary error.
 STATUS_TEMPORARY_ERROR = const(0x10)
@@ -151,8 +152,7 @@ class Meter:
         self.alarm = None       # class 1 data (records bytes) pending for REQ_UD1
         self.datetime = None    # last date/time set by a master (4 bytes, type F)
         self._max_data = max_data
-        self._area = b""        # all selected records, encoded back to back
-        self._cuts = [0]        # telegram boundaries in _area
+        self._telegrams = [b""]  # the record bytes of each telegram (see _layout)
         self._dynamic = True    # rebuild the area on the next fresh readout
         self.errors = 0         # value callbacks that raised while encoding
         self.id_raw = None      # replayed identity bytes that need not be valid BCD
@@ -216,33 +216,33 @@ class Meter:
         return False
 
     def _layout(self, parts):
-        room = self._max_data - self.header_len()
-        cuts = [0]
-        size = 0
-        used = 0  # bytes in the telegram being filled
-        kept = []
+        """Split the records into telegrams: one bytes object each, ready to copy; every
+        telegram but the last ends with DIF 1F (more records follow)."""
+        room = self._max_data - self.header_len() - 1  # keep a byte for the 1F
+        telegrams = []
+        current = []
+        used = 0
         for p in parts:
             n = len(p)
-            if n > room - 1:
+            if n > room:
                 self.errors += 1  # a record no telegram can hold: leave it out
                 continue
-            kept.append(p)
-            # every telegram but the last keeps one byte for the 1F that ends it
-            if used and used + n > room - 1:
-                cuts.append(size)
+            if used and used + n > room:
+                current.append(MORE_RECORDS_BYTE)
+                telegrams.append(b"".join(current))
+                current = []
                 used = 0
-            size += n
+            current.append(p)
             used += n
-        cuts.append(size)
-        self._area = b"".join(kept)
-        self._cuts = cuts
+        telegrams.append(b"".join(current))
+        self._telegrams = telegrams
 
     def telegram_count(self):
         if self.replay is not None:
             return len(self.replay)
         if self.ci == CI_FIXED:
             return 1
-        return len(self._cuts) - 1
+        return len(self._telegrams)
 
     def write_telegram(self, index, buf, pos, access):
         """Write the application data (CI onwards) of telegram `index` at buf[pos:];
@@ -250,10 +250,7 @@ class Meter:
         if self.replay is not None:
             src = self.replay[index]
             n = len(src)
-            i = 0
-            while i < n:
-                buf[pos + i] = src[i]
-                i += 1
+            buf[pos:pos + n] = src  # a whole-object slice copy allocates nothing
             return n
         start = pos
         ci = self.ci
@@ -278,17 +275,10 @@ class Meter:
             buf[pos + 2] = self.signature & 0xFF
             buf[pos + 3] = self.signature >> 8
             pos += 4
-        area = self._area
-        i = self._cuts[index]
-        end = self._cuts[index + 1]
-        while i < end:
-            buf[pos] = area[i]
-            pos += 1
-            i += 1
-        if index + 2 < len(self._cuts):
-            buf[pos] = MORE_RECORDS
-            pos += 1
-        return pos - start
+        records = self._telegrams[index]
+        n = len(records)
+        buf[pos:pos + n] = records
+        return pos + n - start
 
     def _write_fixed(self, buf, pos, access):
         unit1, value1, unit2, value2 = self.fixed or (0, 0, 0, 0)

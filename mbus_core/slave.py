@@ -186,8 +186,7 @@ class Slave:
         tx[16] = meter.status
         tx[17] = meter.signature & 0xFF
         tx[18] = meter.signature >> 8
-        for k in range(len(data)):
-            tx[19 + k] = data[k]
+        tx[19:19 + len(data)] = data
         self.access = (self.access + 1) & 0xFF
         meter.alarm = None  # delivered
         self._rsp_len = 0

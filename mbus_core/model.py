@@ -172,8 +172,9 @@ def parse_medium(v):
                     return c
             except ValueError:
                 pass
-    raise ValueError("bad medium %r (known: %s, or a code 0..255)"
-                     % (v, ", ".join(vt.medium_names())))
+    raise ValueError("bad medium %r (a name such as water, heat, electricity, gas, warm "
+                     "water, cooling, other; or a code 0..255; every name: docs/meters.md)"
+                     % (v,))
 
 
 def _where(index, name):

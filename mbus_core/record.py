@@ -4,6 +4,12 @@
 from mbus_core import datatypes as dt
 
 
+def _shown(text):
+    """The start of a text for a one-line message."""
+    line = text.split("\n")[0]
+    return repr(line if len(line) <= 40 and "\n" not in text else line[:40] + "...")
+
+
 def parse_hex(text):
     """'04 13 ..' / '0413..' / bytes -> bytes; ValueError on anything else."""
     if isinstance(text, (bytes, bytearray)):
@@ -13,16 +19,19 @@ def parse_hex(text):
             raise ValueError("byte %d out of range" % text)
         return bytes((text,))
     digits = []
+    pos = 0
     for ch in text:
+        pos += 1
         if ch in " \t\r\n,:":
             continue
         o = ord(ch)
         if 48 <= o <= 57 or 65 <= o <= 70 or 97 <= o <= 102:
             digits.append(ch)
         else:
-            raise ValueError("malformed hex %r (bad character %r)" % (text, ch))
+            raise ValueError("malformed hex %s (bad character %r at character %d)"
+                             % (_shown(text), ch, pos))
     if len(digits) % 2:
-        raise ValueError("malformed hex %r (odd number of digits)" % text)
+        raise ValueError("malformed hex %s (odd number of digits)" % _shown(text))
     out = bytearray(len(digits) // 2)
     i = 0
     while i < len(out):

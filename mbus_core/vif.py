@@ -289,15 +289,6 @@ def medium_code(name):
     return -1
 
 
-def medium_names():
-    out = []
-    for alias, c in MEDIUM_ALIASES:
-        out.append(alias)
-    for c, full in MEDIA:
-        if full.lower() not in out:
-            out.append(full.lower())
-    return out
-
 
 ERRORS = ("Unspecified error", "Unimplemented CI-Field", "Buffer too long, truncated",
           "Too many records", "Premature end of record", "More than 10 DIFE\u00b4s",

@@ -237,3 +237,13 @@ def test_serial_port_over_a_pyserial_url():
         assert line.requests >= 1 and line.replies == 1
     finally:
         port.close()
+
+
+def test_bad_replay_file_error_stays_one_short_line(tmp_path):
+    junk = tmp_path / "notes.txt"
+    junk.write_text("# not hex at all\n" + "x" * 5000 + "\n")
+    out = run_cli(["--replay", str(junk)])
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and len(lines[0]) < 200, lines
+    assert "malformed hex" in lines[0] and "notes.txt" in lines[0]

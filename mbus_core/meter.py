@@ -75,6 +75,15 @@ def int_from_bcd(bcd):
     return out
 
 
+def byte_sum(data, start, end):
+    total = 0
+    i = start
+    while i < end:
+        total += data[i]
+        i += 1
+    return total & 0xFF
+
+
 def record_key(rec, start=0, end=-1):
     """The DIB and VIB of an encoded record without the data-field bits and the data.
 
@@ -153,6 +162,8 @@ class Meter:
         self.datetime = None    # last date/time set by a master (4 bytes, type F)
         self._max_data = max_data
         self._telegrams = [b""]  # the record bytes of each telegram (see _layout)
+        self._sums = [0]         # their byte sums
+        self.last_sum = 0        # byte sum of what write_telegram wrote last
         self._dynamic = True    # rebuild the area on the next fresh readout
         self.errors = 0         # value callbacks that raised while encoding
         self.id_raw = None      # replayed identity bytes that need not be valid BCD
@@ -236,6 +247,8 @@ class Meter:
             used += n
         telegrams.append(b"".join(current))
         self._telegrams = telegrams
+        # the byte sum of each telegram's records, for the frame checksum
+        self._sums = [byte_sum(t, 0, len(t)) for t in telegrams]
 
     def telegram_count(self):
         if self.replay is not None:
@@ -246,38 +259,52 @@ class Meter:
 
     def write_telegram(self, index, buf, pos, access):
         """Write the application data (CI onwards) of telegram `index` at buf[pos:];
-        return the number of bytes written."""
+        return the number of bytes written. Their byte sum is left in self.last_sum
+        (the records' sums are kept from the layout: no second pass for the checksum)."""
         if self.replay is not None:
             src = self.replay[index]
             n = len(src)
             buf[pos:pos + n] = src  # a whole-object slice copy allocates nothing
+            self.last_sum = byte_sum(src, 0, n)
             return n
-        start = pos
         ci = self.ci
         buf[pos] = ci
-        pos += 1
         if ci == CI_FIXED:
-            return self._write_fixed(buf, pos, access) - start
+            end = self._write_fixed(buf, pos + 1, access)
+            self.last_sum = byte_sum(buf, pos, end)
+            return end - pos
+        start = pos
+        pos += 1
+        total = ci
         if ci == CI_LONG:
             ident = self.id_bcd()
-            buf[pos] = ident & 0xFF
-            buf[pos + 1] = (ident >> 8) & 0xFF
-            buf[pos + 2] = (ident >> 16) & 0xFF
-            buf[pos + 3] = (ident >> 24) & 0xFF
-            buf[pos + 4] = self.manufacturer & 0xFF
-            buf[pos + 5] = self.manufacturer >> 8
+            man = self.manufacturer
+            b0 = ident & 0xFF
+            b1 = (ident >> 8) & 0xFF
+            b2 = (ident >> 16) & 0xFF
+            b3 = (ident >> 24) & 0xFF
+            buf[pos] = b0
+            buf[pos + 1] = b1
+            buf[pos + 2] = b2
+            buf[pos + 3] = b3
+            buf[pos + 4] = man & 0xFF
+            buf[pos + 5] = man >> 8
             buf[pos + 6] = self.version
             buf[pos + 7] = self.medium
+            total += b0 + b1 + b2 + b3 + (man & 0xFF) + (man >> 8) + self.version + self.medium
             pos += 8
         if ci != CI_NONE:
+            sig = self.signature
             buf[pos] = access & 0xFF
             buf[pos + 1] = self.status
-            buf[pos + 2] = self.signature & 0xFF
-            buf[pos + 3] = self.signature >> 8
+            buf[pos + 2] = sig & 0xFF
+            buf[pos + 3] = sig >> 8
+            total += (access & 0xFF) + self.status + (sig & 0xFF) + (sig >> 8)
             pos += 4
         records = self._telegrams[index]
         n = len(records)
         buf[pos:pos + n] = records
+        self.last_sum = (total + self._sums[index]) & 0xFF
         return pos + n - start
 
     def _write_fixed(self, buf, pos, access):

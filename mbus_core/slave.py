@@ -155,10 +155,14 @@ class Slave:
         tx = self.tx
         c = RSP_UD | (ACD if meter.alarm is not None else 0)
         n = meter.write_telegram(index, tx, 6, self.access)
-        _frame.write_long_header(tx, c, meter.address, tx[6], n - 1)
+        a = meter.address
+        _frame.write_long_header(tx, c, a, tx[6], n - 1)
         self.access = (self.access + 1) & 0xFF
         self._next = index + 1 if index + 1 < count else 0
-        return _frame.finish_long(tx)
+        end = 6 + n
+        tx[end] = (c + a + meter.last_sum) & 0xFF  # checksum over C, A and the user data
+        tx[end + 1] = _frame.STOP
+        return end + 2
 
     def _write_error(self, code):
         tx = self.tx

@@ -451,3 +451,24 @@ def test_repeat_after_an_acknowledged_snd_ud_is_the_whole_telegram():
     first = one(bus, REQ_3)
     assert one(bus, h("68 03 03 68 53 03 50 A6 16")) == E5
     assert one(bus, REQ_3) == first  # same FCB: the telegram again, byte for byte
+
+
+def test_every_kind_of_reply_is_a_valid_frame():
+    """Checksums of every reply layout, checked by our own parser."""
+    from mbus_core.meter import replay_meter
+    meters = [demo_meter(), demo_meter(ci=0x7A, status=0x13, signature=0x0102),
+              demo_meter(ci=0x78), demo_meter(ci=0x73, medium=7, fixed=(0x0C, 1234, 0x13, 99)),
+              many_records_meter(60, manufacturer="ZZZ", version=200, medium=255),
+              replay_meter([h("72 95 08 12 11 83 14 02 04 17 00 00 00 04 13 01 02 03 04"),
+                            h("72 95 08 12 11 83 14 02 04 18 00 00 00 02 FD 49 D2 04")],
+                           address=3)]
+    for m in meters:
+        bus = Bus([m])
+        m.alarm = None
+        frames = [one(bus, short(0x5B | fcb, 3)) for fcb in (0x20, 0, 0x20, 0)]
+        m.alarm = h("02 FD 17 01 00")
+        frames.append(one(bus, short(0x7B, 3)))
+        frames.append(one(bus, short(0x7A, 3)))
+        for f in frames:
+            p = frame.FrameParser()
+            assert p.feed(f) == len(f) and p.kind == frame.LONG, hexs(f)

@@ -54,11 +54,16 @@ class Bus:
         self.parser.idle()
 
     def feed(self, data, start=0, end=-1):
+        return self.feed_line(self.parser, data, start, end)
+
+    def feed_line(self, parser, data, start=0, end=-1):
+        """feed() for one of several lines onto the same meters (a TCP gateway's
+        clients): each line has its own FrameParser, the meters are shared."""
         self.reply_len = 0
         self.new_baud = 0
-        pos = self.parser.feed(data, start, end)
-        if self.parser.kind:
-            self._dispatch(self.parser)
+        pos = parser.feed(data, start, end)
+        if parser.kind:
+            self._dispatch(parser)
         return pos
 
     def _dispatch(self, p):

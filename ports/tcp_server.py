@@ -59,30 +59,20 @@ class ClientBus:
     def __init__(self, bus):
         self.shared = bus
         self.parser = FrameParser()
+        self.reply = bus.reply
+        self.reply_len = 0
+        self.new_baud = 0
 
     def feed(self, data, start=0, end=-1):
         bus = self.shared
-        own = bus.parser
-        bus.parser = self.parser
-        try:
-            return bus.feed(data, start, end)
-        finally:
-            bus.parser = own
+        pos = bus.feed_line(self.parser, data, start, end)
+        self.reply = bus.reply
+        self.reply_len = bus.reply_len
+        self.new_baud = bus.new_baud
+        return pos
 
     def idle(self):
         self.parser.idle()
-
-    @property
-    def reply(self):
-        return self.shared.reply
-
-    @property
-    def reply_len(self):
-        return self.shared.reply_len
-
-    @property
-    def new_baud(self):
-        return self.shared.new_baud
 
 
 class SocketPort:

@@ -110,3 +110,20 @@ def test_selected_meter_keeps_selection_across_others():
     assert r[7:11] == h("02 00 00 10")
     assert one(bus, short(0x40, 253)) == E5
     assert one(bus, short(0x5B, 253)) is None
+
+
+def test_two_lines_onto_the_same_meters_keep_their_own_half_frames():
+    from mbus_core.frame import FrameParser
+    bus = Bus(meters(3))
+    line_a, line_b = FrameParser(), FrameParser()
+    req_a = short(0x5B, 1)
+    req_b = short(0x40, 2)
+    bus.feed_line(line_a, req_a, 0, 3)          # half a frame on line A
+    bus.feed_line(line_b, req_b)                # a whole one on line B
+    assert bytes(bus.reply[:bus.reply_len]) == E5
+    bus.feed_line(line_a, req_a, 3, 5)          # line A completes its frame
+    assert bus.reply[:bus.reply_len][5] == 1    # the RSP_UD of meter 1
+    # an address set through one line holds for the other
+    bus.feed_line(line_b, long(0x53, 2, 0x51, h("01 7A 09")))
+    bus.feed_line(line_a, short(0x40, 9))
+    assert bytes(bus.reply[:bus.reply_len]) == E5

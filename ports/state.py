@@ -35,7 +35,14 @@ def load_state(path, warn=None):
     try:
         f = open(path, "r")
     except OSError:
-        return {}
+        # Where rename cannot replace a file (FAT on a board), save_state removes the old
+        # file before renaming the complete new one into place: a reset in between leaves
+        # only the .tmp file, which was fully written and flushed before the removal.
+        try:
+            f = open(path + ".tmp", "r")
+        except OSError:
+            return {}
+        path = path + ".tmp"
     try:
         try:
             text = f.read()

@@ -59,6 +59,26 @@ def test_save_replaces_atomically(tmp_path):
     assert sorted(os.listdir(str(tmp_path))) == ["s.json"]
 
 
+def test_reset_between_remove_and_rename_keeps_the_new_state(tmp_path):
+    """On FAT the old file is removed before the new one is renamed into place: a reset
+    in that moment leaves only the complete .tmp file, and that is what loads."""
+    p = str(tmp_path / "s.json")
+    with open(p + ".tmp", "w") as f:
+        f.write('{"baud": 9600}')
+    assert load_state(p) == {"baud": 9600}
+    with open(p, "w") as f:   # with the real file present, a stray .tmp is ignored
+        f.write('{"baud": 2400}')
+    assert load_state(p) == {"baud": 2400}
+
+
+def test_half_written_tmp_alone_is_a_warning_not_a_crash(tmp_path):
+    p = str(tmp_path / "s.json")
+    with open(p + ".tmp", "w") as f:
+        f.write('{"baud": 96')
+    warnings = []
+    assert load_state(p, warnings.append) == {} and len(warnings) == 1
+
+
 UPY_SCRIPT = r"""
 import sys
 sys.path.insert(0, ROOT)
@@ -93,6 +113,12 @@ try:
     assert False
 except ConfigError as e:
     assert str(e).startswith(TMP + "/bad.json: bad JSON")
+import os
+os.remove(p)
+f = open(p + ".tmp", "w")   # a reset between removing the old file and the rename (FAT)
+f.write('{"baud": 4800}')
+f.close()
+assert load_state(p) == {"baud": 4800}
 print("upy-state-ok")
 """
 

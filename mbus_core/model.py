@@ -12,7 +12,7 @@ class ConfigError(ValueError):
 
 
 METER_KEYS = ("name", "address", "id", "manufacturer", "version", "medium", "status",
-              "signature", "fabrication", "records", "replay", "ci", "comment",
+              "signature", "fabrication", "records", "replay", "ci", "alarm", "comment",
               "description")
 RECORD_KEYS = ("quantity", "unit", "value", "type", "function", "storage", "tariff",
                "subunit", "dif", "vif", "vife", "resolution", "name", "comment")
@@ -265,7 +265,30 @@ def meter_from_config(cfg, index=0, clock=None):
                     fabrication=fab, ci=ci, name=name)
     except ValueError as e:
         raise ConfigError("%s: %s" % (where, e))
+    if "alarm" in cfg:
+        m.alarm = _alarm_from_config(cfg["alarm"], where, clock)
     return m
+
+
+def _alarm_from_config(alarm, where, clock):
+    """"alarm": [records] -> the class 1 data a REQ_UD1 gets (the ACD bit is set in every
+    RSP_UD until a master fetched it)."""
+    if not isinstance(alarm, list) or not alarm:
+        raise ConfigError("%s: alarm must be a non-empty list of records" % where)
+    parts = []
+    n = 0
+    for rc in alarm:
+        n += 1
+        try:
+            rec = record_from_config(rc, clock)
+            parts.append(rec if isinstance(rec, bytes) else rec.encode())
+        except ValueError as e:
+            raise ConfigError("%s: alarm record %d: %s" % (where, n, e))
+    data = b"".join(parts)
+    if len(data) > M.MAX_USER_DATA - 12:
+        raise ConfigError("%s: alarm records take %d bytes, one telegram holds %d"
+                          % (where, len(data), M.MAX_USER_DATA - 12))
+    return data
 
 
 def meters_from_config(cfg, clock=None):

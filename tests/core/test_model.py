@@ -184,3 +184,28 @@ def test_callable_values():
     box[0] = 2.5
     m2.invalidate()
     assert records_of(m2)[0].value == 2.5
+
+
+def test_alarm_records_are_class_1_data():
+    from mbus_core.bus import Bus
+    m = model.meter_from_config({"address": 3, "alarm": [{"dif": "02", "vif": "FD 17",
+                                                          "value": 1}]})
+    bus = Bus([m])
+    r = bus_reply(bus, "10 5B 03 5E 16")
+    assert r[4] == 0x28  # ACD: class 1 data waiting
+    a = bus_reply(bus, "10 7A 03 7D 16")
+    assert a[6] == 0x72 and a[19:-2] == bytes.fromhex("02FD170100")
+    assert bus_reply(bus, "10 5A 03 5D 16") == b"\xe5"
+    for bad in ([], "x", [{"quantity": "energy", "unit": "kWhh", "value": 1}]):
+        try:
+            model.meter_from_config({"alarm": bad})
+        except model.ConfigError as e:
+            assert "alarm" in str(e) and "\n" not in str(e)
+            continue
+        assert False, bad
+
+
+def bus_reply(bus, text):
+    data = bytes.fromhex(text.replace(" ", ""))
+    bus.feed(data)
+    return bytes(bus.reply[:bus.reply_len])

@@ -4,6 +4,8 @@
 # .encode() -> bytes and .dynamic (True when the value can change between readouts).
 # The encoded record area is cached and only rebuilt for a fresh readout when a record is
 # dynamic, so serving a constant meter allocates nothing.
+from mbus_core.frame import checksum as byte_sum  # the low byte of a byte sum
+
 try:
     from micropython import const
 except ImportError:  # CPython
@@ -73,15 +75,6 @@ def int_from_bcd(bcd):
         mul *= 10
         bcd >>= 4
     return out
-
-
-def byte_sum(data, start, end):
-    total = 0
-    i = start
-    while i < end:
-        total += data[i]
-        i += 1
-    return total & 0xFF
 
 
 def record_key(rec, start=0, end=-1):

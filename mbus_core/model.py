@@ -244,19 +244,12 @@ def meter_from_config(cfg, index=0, clock=None):
         recs_cfg = demo_records(medium)
     if not isinstance(recs_cfg, list):
         raise ConfigError("%s: records must be a list" % where)
-    recs = []
+    recs = _records_from_config(recs_cfg, where, "record", clock)
     has_fab = False
-    n = 0
-    for rc in recs_cfg:
-        n += 1
-        try:
-            rec = record_from_config(rc, clock)
-        except ValueError as e:
-            raise ConfigError("%s: record %d: %s" % (where, n, e))
+    for rec in recs:
         head = rec if isinstance(rec, bytes) else rec.head
         if R._vif_of(head) == 0x78:
             has_fab = True
-        recs.append(rec)
     if fab is not None and not has_fab:
         recs.append(R.make_record("fabrication number", value=fab))
     try:
@@ -270,6 +263,16 @@ def meter_from_config(cfg, index=0, clock=None):
     return m
 
 
+def _records_from_config(lst, where, label, clock):
+    out = []
+    for i, rc in enumerate(lst):
+        try:
+            out.append(record_from_config(rc, clock))
+        except ValueError as e:
+            raise ConfigError("%s: %s %d: %s" % (where, label, i + 1, e))
+    return out
+
+
 def _alarm_from_config(alarm, where, clock):
     """"alarm": [records] -> the class 1 data a REQ_UD1 gets (the ACD bit is set in every
     RSP_UD until a master fetched it)."""
@@ -277,10 +280,9 @@ def _alarm_from_config(alarm, where, clock):
         raise ConfigError("%s: alarm must be a non-empty list of records" % where)
     parts = []
     n = 0
-    for rc in alarm:
+    for rec in _records_from_config(alarm, where, "alarm record", clock):
         n += 1
         try:
-            rec = record_from_config(rc, clock)
             parts.append(rec if isinstance(rec, bytes) else rec.encode())
         except ValueError as e:
             raise ConfigError("%s: alarm record %d: %s" % (where, n, e))
@@ -297,22 +299,11 @@ def meters_from_config(cfg, clock=None):
         for k in cfg:
             if k not in ("meters", "comment", "description"):
                 raise ConfigError("bus: unknown key '%s' (known: meters, comment)" % k)
-        lst = cfg["meters"]
-        if not isinstance(lst, list):
+        cfg = cfg["meters"]
+        if not isinstance(cfg, list):
             raise ConfigError("bus: meters must be a list")
-        out = []
-        i = 0
-        for mc in lst:
-            out.append(meter_from_config(mc, i, clock))
-            i += 1
-        return out
     if isinstance(cfg, list):
-        out = []
-        i = 0
-        for mc in cfg:
-            out.append(meter_from_config(mc, i, clock))
-            i += 1
-        return out
+        return [meter_from_config(mc, i, clock) for i, mc in enumerate(cfg)]
     return [meter_from_config(cfg, 0, clock)]
 
 

@@ -12,6 +12,8 @@
 import json
 import os
 
+from mbus_core.meter import manufacturer_code
+
 try:
     import sys as _sys
 except ImportError:  # pragma: no cover
@@ -150,16 +152,11 @@ def snapshot(meters, configured_ids, baud=None):
 
 
 def _man_code(v):
+    # a raw code keeps the top bit a replayed telegram may carry; letters go through the core
     if isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 0xFFFF:
         return v
-    if isinstance(v, str) and len(v) == 3:
-        code = 0
-        for ch in v.upper():
-            o = ord(ch) - 64
-            if not 1 <= o <= 26:
-                raise ValueError("bad manufacturer")
-            code = (code << 5) | o
-        return code
+    if isinstance(v, str):
+        return manufacturer_code(v)
     raise ValueError("bad manufacturer")
 
 

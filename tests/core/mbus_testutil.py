@@ -4,6 +4,15 @@ from mbus_core.bus import Bus
 from mbus_core.meter import Meter
 
 
+def raises(exc, fn, *args, **kw):
+    """Call fn; the message of the `exc` it must raise."""
+    try:
+        fn(*args, **kw)
+    except exc as e:
+        return str(e)
+    raise AssertionError("%s not raised" % exc.__name__)
+
+
 def h(text):
     """'10 5B 03' -> bytes"""
     return bytes.fromhex(text.replace(" ", ""))

@@ -3,20 +3,13 @@ import json
 
 from mbus_core import model
 from mbus_core import records as R
+from mbus_testutil import raises
 from mbus_core.meter import Meter
 
 ROOT = __file__.rsplit("/", 3)[0] if __file__.count("/") >= 3 else "."
 if __file__.count("/") < 3:
     ROOT = "." if __file__.startswith("tests") else "../.."
 EXAMPLES = ROOT + "/examples"
-
-
-def raises(exc, fn, *args, **kw):
-    try:
-        fn(*args, **kw)
-    except exc as e:
-        return str(e)
-    raise AssertionError("%s not raised" % exc.__name__)
 
 
 def load(name):

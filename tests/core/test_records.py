@@ -1,15 +1,8 @@
 # Record codec tests: plain functions, run by pytest and by `micropython tests/upy_run.py`.
 from mbus_core import datatypes as dt
 from mbus_core import records as R
+from mbus_testutil import raises
 from mbus_core import vif as vt
-
-
-def raises(exc, fn, *args, **kw):
-    try:
-        fn(*args, **kw)
-    except exc as e:
-        return str(e)
-    raise AssertionError("%s not raised" % exc.__name__)
 
 
 def h(text):

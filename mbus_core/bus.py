@@ -3,7 +3,6 @@
 # bus carries: a 0 bit from any slave wins, so overlapping replies read as the bitwise
 # AND of their bytes (the longer reply's tail goes through unchanged).
 from mbus_core import frame as _frame
-from mbus_core.meter import Meter
 from mbus_core.slave import (Slave, ADDR_NETWORK, ADDR_BROADCAST, ADDR_SILENT, CI_SELECT,
                              CI_SELECT_MSB)
 
@@ -17,7 +16,8 @@ class Bus:
         bus.idle()                          # the line was quiet: drop a half frame
 
     on_change(slave, what) is called when a master changed a setting worth persisting
-    ("address", "id", "baud", "datetime", "selection", "reset").
+    ("address", "id", "baud", "selection", "reset"), inside feed(): a port persists
+    settings after the reply has gone out, never from this callback.
     """
 
     def __init__(self, meters):
@@ -31,6 +31,7 @@ class Bus:
         self.new_baud = 0
         self.on_change = None
         self.collisions = 0
+        self._moved = False     # a slave's address changed: re-index after the dispatch
         for m in meters:
             self.add(m)
 
@@ -44,11 +45,18 @@ class Bus:
 
     def _changed(self, slave, what):
         if what == "address":
-            self._by_address[slave._indexed_at].remove(slave)
-            slave._indexed_at = slave.meter.address
-            self._by_address[slave._indexed_at].append(slave)
+            # Not now: the list of the old address may be the one being dispatched to.
+            self._moved = True
         if self.on_change is not None:
             self.on_change(slave, what)
+
+    def _reindex(self):
+        self._moved = False
+        for s in self.slaves:
+            if s._indexed_at != s.meter.address:
+                self._by_address[s._indexed_at].remove(s)
+                s._indexed_at = s.meter.address
+                self._by_address[s._indexed_at].append(s)
 
     def idle(self):
         self.parser.idle()
@@ -98,6 +106,8 @@ class Bus:
             else:
                 self._overlap(s.reply, n)
             answers += 1
+        if self._moved:
+            self._reindex()
         if answers > 1:
             self.collisions += 1
         if a == ADDR_SILENT:
@@ -118,7 +128,3 @@ class Bus:
         if n > m:
             self.reply_len = n
 
-
-def single(meter=None, **kw):
-    """A bus with one meter (a default demo meter when none is given)."""
-    return Bus([meter if meter is not None else Meter(**kw)])

@@ -39,7 +39,7 @@ class FrameParser:
     """Incremental M-Bus frame parser.
 
     feed(data, start, end) consumes bytes until a frame is complete or the data is used
-    up and returns the position reached. When a frame is complete, ``kind`` is SHORT,
+    up and returns the position reached (feed again while ``pending``). When a frame is complete, ``kind`` is SHORT,
     CONTROL or LONG and ``c``, ``a``, ``ci`` and ``data_start``/``data_end`` (offsets of
     the user data in ``buf``) describe it, until the next call to feed().
     """
@@ -74,6 +74,14 @@ class FrameParser:
     def busy(self):
         """True while part of a frame has been received."""
         return self._state != _HUNT or self._rs_pos < self._rs_len
+
+    @property
+    def pending(self):
+        """True while bytes already received wait to be searched for a frame: feed()
+        returned a frame before it reached them. Call feed() again (with no new data if
+        need be) until this is False, or a frame behind a broken one waits for the next
+        byte and is lost when the line goes idle."""
+        return self._rs_pos < self._rs_len
 
     def feed(self, data, start=0, end=-1):
         if end < 0:

@@ -13,21 +13,17 @@ except ImportError:  # CPython
         return x
 
 CI_LONG = const(0x72)   # variable data, 12-byte header
+CI_LONG_MSB = const(0x76)  # the same, most significant byte first (replays only)
 CI_SHORT = const(0x7A)  # variable data, 4-byte header
 CI_NONE = const(0x78)   # variable data, no header
 CI_FIXED = const(0x73)  # fixed data structure
 CI_ERROR = const(0x70)  # application error
 
 MAX_USER_DATA = const(252)  # bytes after CI in a long frame (L = 255)
-MORE_RECORDS = const(0x1F)  # DIF: more records follow in the next telegram
-MORE_RECORDS_BYTE = b"\x1f"
+MORE_RECORDS_BYTE = b"\x1f"  # DIF 1F: more records follow in the next telegram
 # Status byte (EN 13757-3): bits 0-1 application status, 2 power low, 3 permanent
 # error, 4 temporary error.
 STATUS_TEMPORARY_ERROR = const(0x10)
-
-MEDIUM_NAMES = ("other", "oil", "electricity", "gas", "heat: outlet", "steam", "warm water",
-                "water", "heat cost allocator", "compressed air", "cooling: outlet",
-                "cooling: inlet", "heat: inlet", "heat / cooling", "bus / system", "unknown")
 
 
 def manufacturer_code(text):
@@ -106,19 +102,29 @@ def record_key(rec, start=0, end=-1):
     return i, i
 
 
-def same_key(a, a_start, b, b_start):
-    """Do two records name the same quantity (equal DIB/VIB, ignoring data field and
-    extension of the DIF)?"""
-    a_end = record_key(a, a_start)[0]
-    b_end = record_key(b, b_start)[0]
-    if a_end - a_start != b_end - b_start:
+def _dib_end(rec, start):
+    i = start + 1
+    while rec[i - 1] & 0x80 and i < len(rec):
+        i += 1
+    return i
+
+
+def selects(sel, rec):
+    """Does the readout selection record `sel` (DIF data field 8) choose the encoded
+    record `rec`? Equal DIB and VIB, ignoring the data field and the DIF's extension bit;
+    VIF 7E (any VIF) compares the DIB alone."""
+    if (sel[0] & 0x70) != (rec[0] & 0x70):
         return False
-    if (a[a_start] & 0x70) != (b[b_start] & 0x70):
+    s_dib = _dib_end(sel, 0)
+    if s_dib != _dib_end(rec, 0):
+        return False
+    any_vif = s_dib < len(sel) and sel[s_dib] & 0x7F == 0x7E
+    end = s_dib if any_vif else record_key(sel, 0)[0]
+    if not any_vif and end != record_key(rec, 0)[0]:
         return False
     i = 1
-    n = a_end - a_start
-    while i < n:
-        if a[a_start + i] != b[b_start + i]:
+    while i < end:
+        if sel[i] != rec[i]:
             return False
         i += 1
     return True
@@ -129,7 +135,7 @@ class Meter:
 
     def __init__(self, id=12345678, manufacturer="TST", version=1, medium=0, address=0,
                  records=None, status=0, signature=0, fabrication=None, ci=CI_LONG,
-                 max_data=MAX_USER_DATA, fixed=None, name=None):
+                 max_data=MAX_USER_DATA, fixed=None, name=None, strict_repeat=False):
         if not 0 <= id <= 99999999:
             raise ValueError("id must have at most 8 decimal digits")
         if not 0 <= address <= 250:
@@ -148,11 +154,13 @@ class Meter:
         self.name = name
         # CI 73: (unit1, counter1, unit2, counter2) with unit codes per EN 13757-3 annex
         self.fixed = fixed
+        # how the slave answers a repeated REQ_UD2 (same FCB): the last telegram byte for
+        # byte (True) or the same telegram with current values (False; see Slave)
+        self.strict_repeat = strict_repeat
         self.records = list(records) if records is not None else []
         self.replay = None      # list of captured application data (from CI), or None
         self.selection = None   # selective readout: list of encoded selection records
         self.alarm = None       # class 1 data (records bytes) pending for REQ_UD1
-        self.datetime = None    # last date/time set by a master (4 bytes, type F)
         self._max_data = max_data
         self._telegrams = [b""]  # the record bytes of each telegram (see _layout)
         self._sums = [0]         # their byte sums
@@ -215,23 +223,25 @@ class Meter:
 
     def _selected(self, enc):
         for sel in self.selection:
-            if same_key(sel, 0, enc, 0):
+            if selects(sel, enc):
                 return True
         return False
 
     def _layout(self, parts):
         """Split the records into telegrams: one bytes object each, ready to copy; every
         telegram but the last ends with DIF 1F (more records follow)."""
-        room = self._max_data - self.header_len() - 1  # keep a byte for the 1F
+        room = self._max_data - self.header_len()
         telegrams = []
         current = []
         used = 0
-        for p in parts:
+        last = len(parts) - 1
+        for k, p in enumerate(parts):
             n = len(p)
-            if n > room:
+            limit = room if k == last else room - 1  # all but the last keep room for 1F
+            if n > limit:
                 self.errors += 1  # a record no telegram can hold: leave it out
                 continue
-            if used and used + n > room:
+            if used and used + n > limit:
                 current.append(MORE_RECORDS_BYTE)
                 telegrams.append(b"".join(current))
                 current = []
@@ -266,6 +276,19 @@ class Meter:
             end = self._write_fixed(buf, pos + 1, access)
             self.last_sum = byte_sum(buf, pos, end)
             return end - pos
+        return self._write_variable(buf, pos, ci, access, self._telegrams[index],
+                                    self._sums[index])
+
+    def write_alarm(self, buf, pos, access):
+        """Write the class 1 data (CI onwards) for REQ_UD1: the meter's header (CI 72 for
+        a CI 73 meter) and the alarm records; like write_telegram."""
+        ci = self.ci if self.ci != CI_FIXED else CI_LONG
+        buf[pos] = ci
+        data = self.alarm
+        return self._write_variable(buf, pos, ci, access, data, byte_sum(data, 0, len(data)))
+
+    def _write_variable(self, buf, pos, ci, access, records, records_sum):
+        """CI 72/7A/78 application data: the header for `ci`, then the records bytes."""
         start = pos
         pos += 1
         total = ci
@@ -294,10 +317,9 @@ class Meter:
             buf[pos + 3] = sig >> 8
             total += (access & 0xFF) + self.status + (sig & 0xFF) + (sig >> 8)
             pos += 4
-        records = self._telegrams[index]
         n = len(records)
         buf[pos:pos + n] = records
-        self.last_sum = (total + self._sums[index]) & 0xFF
+        self.last_sum = (total + records_sum) & 0xFF
         return pos + n - start
 
     def _write_fixed(self, buf, pos, access):
@@ -322,35 +344,36 @@ class Meter:
         return pos + 16
 
 
+def _captured_identity(app):
+    """(ID bytes as an int, manufacturer, version, medium) from the header of captured
+    application data, or None when it has no identity."""
+    ci = app[0]
+    if ci == CI_LONG and len(app) >= 13:
+        return (app[1] | (app[2] << 8) | (app[3] << 16) | (app[4] << 24),
+                app[5] | (app[6] << 8), app[7], app[8])
+    if ci == CI_LONG_MSB and len(app) >= 13:
+        return ((app[1] << 24) | (app[2] << 16) | (app[3] << 8) | app[4],
+                (app[5] << 8) | app[6], app[7], app[8])
+    if ci == CI_FIXED and len(app) >= 5:
+        return app[1] | (app[2] << 8) | (app[3] << 16) | (app[4] << 24), 0, 0, 0
+    return None
+
+
 def replay_meter(app_datas, address=None):
     """A meter that answers with captured application data (each item starts at the CI
-    byte), verbatim. Its identity for secondary selection comes from a CI 72 header."""
+    byte), verbatim. Its identity for secondary selection comes from the captured header
+    (CI 72, 76 or 73)."""
     if not app_datas:
         raise ValueError("no telegram to replay")
-    first = app_datas[0]
-    ident = 0
-    raw = 0
-    man = 0
-    version = 0
-    medium = 0
-    if first[0] in (CI_LONG, 0x76) and len(first) >= 13:  # 76: MSB-first variant
-        raw = first[1] | (first[2] << 8) | (first[3] << 16) | (first[4] << 24)
-        try:
-            ident = int_from_bcd(raw)
-        except ValueError:
-            ident = 0
-        man = first[5] | (first[6] << 8)
-        version = first[7]
-        medium = first[8]
-    elif first[0] == CI_FIXED and len(first) >= 5:
-        raw = first[1] | (first[2] << 8) | (first[3] << 16) | (first[4] << 24)
-        try:
-            ident = int_from_bcd(raw)
-        except ValueError:
-            ident = 0
+    found = _captured_identity(app_datas[0])
+    raw, man, version, medium = found if found is not None else (None, 0, 0, 0)
+    try:
+        ident = int_from_bcd(raw) if raw is not None else 0
+    except ValueError:
+        ident = 0
     m = Meter(id=ident, manufacturer=man & 0x7FFF, version=version, medium=medium,
               address=0 if address is None else address)
     m.manufacturer = man  # keep the captured bytes exactly, even the top bit
-    m.id_raw = raw if first[0] in (CI_LONG, 0x76, CI_FIXED) and len(first) >= 5 else None
+    m.id_raw = raw        # the captured ID bytes, valid BCD or not
     m.replay = [bytes(a) for a in app_datas]
     return m

@@ -12,8 +12,8 @@ class ConfigError(ValueError):
 
 
 METER_KEYS = ("name", "address", "id", "manufacturer", "version", "medium", "status",
-              "signature", "fabrication", "records", "replay", "ci", "alarm", "comment",
-              "description")
+              "signature", "fabrication", "records", "replay", "ci", "fixed", "alarm",
+              "strict_repeat", "comment", "description")
 RECORD_KEYS = ("quantity", "unit", "value", "type", "function", "storage", "tariff",
                "subunit", "dif", "vif", "vife", "resolution", "name", "comment")
 CI_NAMES = (("long", 0x72), ("72", 0x72), ("short", 0x7A), ("7a", 0x7A), ("none", 0x78),
@@ -130,6 +130,27 @@ def _int(cfg, key, lo, hi, default):
     return v
 
 
+def _bool(cfg, key, where):
+    v = cfg.get(key, False)
+    if not isinstance(v, bool):
+        raise ConfigError("%s: %s must be true or false, got %r" % (where, key, v))
+    return v
+
+
+def _fixed(cfg):
+    """CI 73: {"unit1": code, "counter1": n, "unit2": code, "counter2": n}, unit codes
+    0..63 per EN 13757-3 (fixed data structure), counters of 8 BCD digits."""
+    f = cfg.get("fixed", {})
+    if not isinstance(f, dict):
+        raise ValueError("fixed must be an object with unit1, counter1, unit2, counter2")
+    for k in f:
+        if k not in ("unit1", "counter1", "unit2", "counter2"):
+            raise ValueError("fixed: unknown key '%s' (known: unit1, counter1, unit2, "
+                             "counter2)" % k)
+    return (_int(f, "unit1", 0, 63, 0), _int(f, "counter1", 0, 99999999, 0),
+            _int(f, "unit2", 0, 63, 0), _int(f, "counter2", 0, 99999999, 0))
+
+
 def parse_id(v, key="id"):
     if isinstance(v, bool):
         raise ValueError("bad %s %r (want up to 8 decimal digits)" % (key, v))
@@ -204,7 +225,8 @@ def meter_from_config(cfg, index=0, clock=None):
         raise ConfigError("%s: %s" % (where, e))
     if "replay" in cfg:
         for k in cfg:
-            if k not in ("replay", "address", "name", "comment", "description"):
+            if k not in ("replay", "address", "name", "strict_repeat", "comment",
+                         "description"):
                 raise ConfigError("%s: '%s' cannot be used with 'replay' (the identity "
                                   "comes from the telegram)" % (where, k))
         text = cfg["replay"]
@@ -217,6 +239,7 @@ def meter_from_config(cfg, index=0, clock=None):
         except ConfigError as e:
             raise ConfigError("%s: replay: %s" % (where, e))
         m.name = name
+        m.strict_repeat = _bool(cfg, "strict_repeat", where)
         return m
     try:
         ident = parse_id(cfg.get("id", 12345678))
@@ -235,8 +258,12 @@ def meter_from_config(cfg, index=0, clock=None):
             for n, code in CI_NAMES:
                 if (isinstance(c, str) and c.strip().lower() == n) or c == code:
                     ci = code
-            if ci < 0 or ci == 0x73:
-                raise ValueError("bad ci %r (known: long/72, short/7A, none/78)" % (c,))
+            if ci < 0:
+                raise ValueError("bad ci %r (known: long/72, short/7A, none/78, fixed/73)"
+                                 % (c,))
+        fixed = _fixed(cfg) if ci == 0x73 else None
+        if "fixed" in cfg and ci != 0x73:
+            raise ValueError("'fixed' goes with \"ci\": \"fixed\" only")
     except ValueError as e:
         raise ConfigError("%s: %s" % (where, e))
     recs_cfg = cfg.get("records")
@@ -255,7 +282,8 @@ def meter_from_config(cfg, index=0, clock=None):
     try:
         m = M.Meter(id=ident, manufacturer=man, version=version, medium=medium,
                     address=address, records=recs, status=status, signature=signature,
-                    fabrication=fab, ci=ci, name=name)
+                    fabrication=fab, ci=ci, fixed=fixed, name=name,
+                    strict_repeat=_bool(cfg, "strict_repeat", where))
     except ValueError as e:
         raise ConfigError("%s: %s" % (where, e))
     if "alarm" in cfg:

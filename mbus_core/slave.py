@@ -8,6 +8,7 @@ except ImportError:  # CPython
         return x
 
 from mbus_core import frame as _frame
+from mbus_core.datatypes import DATA_LEN, lvar_length
 from mbus_core.meter import (CI_ERROR, bcd_from_int, int_from_bcd, record_key,
                              manufacturer_text)
 
@@ -37,14 +38,10 @@ CI_BAUD_FIRST = const(0xB8)
 # Application error codes (CI 70 replies)
 ERR_UNSPECIFIED = const(0x00)
 ERR_UNIMPLEMENTED_CI = const(0x01)
-ERR_TOO_MANY_RECORDS = const(0x03)
 ERR_PREMATURE_END = const(0x04)
 ERR_BUSY = const(0x08)
 
 BAUD_RATES = (300, 600, 1200, 2400, 4800, 9600, 19200, 38400)
-
-# Size of the data field for DIF data-field codes 0..E (D: variable, handled apart)
-_DATA_SIZE = (0, 1, 2, 3, 4, 4, 6, 8, 0, 1, 2, 3, 4, -1, 6)
 
 
 class Slave:
@@ -54,16 +51,23 @@ class Slave:
     selection with the identity sent most significant byte first).
     read_only: refuse changes of address, ID and baud (acknowledged, then reported as a
     CI 70 error on the next REQ_UD2, as a write-protected meter does).
+    strict_repeat: True: a REQ_UD2 with the FCB of the last one gets the last telegram
+    byte for byte. False: the same telegram of the readout with current values and a new
+    access number, as many real meters send it (masters that never toggle FCB, such as
+    wmbusmeters, libmbus's tools and pyMeterBus, then still see live values). None
+    (default): as the meter says (Meter.strict_repeat, false unless set).
     ignore_fcb: a vendor quirk some meters have: never repeat, every REQ_UD2 is new.
     busy: while True, REQ_UD2 gets a CI 70 "application busy" reply (fault injection).
     """
 
-    def __init__(self, meter, read_only=False, ci56="deselect", ignore_fcb=False):
+    def __init__(self, meter, read_only=False, ci56="deselect", ignore_fcb=False,
+                 strict_repeat=None):
         if ci56 not in ("deselect", "select"):
             raise ValueError("ci56 must be 'deselect' or 'select'")
         self.meter = meter
         self.read_only = read_only
         self.ignore_fcb = ignore_fcb
+        self.strict_repeat = meter.strict_repeat if strict_repeat is None else strict_repeat
         self.busy = False
         self.ci56_select = ci56 == "select"
         self.selected = False
@@ -74,15 +78,42 @@ class Slave:
         self.reply = self.tx                     # the buffer of the last reply
         self.on_change = None       # callable(slave, what) for settings to persist
         self.new_baud = 0           # set after acknowledging a baud switch
-        self._fcb = -1              # FCB of the last answered REQ_UD2 (-1: none yet)
-        self._rsp_len = 0           # size of the last RSP_UD in tx (kept for repeats)
-        self._next = 0              # next telegram of a multi-telegram readout (0: none)
         self._error = -1            # application error to report on the next REQ_UD2
         self.last_command = None    # short text of the last SND_UD acted on (for logs)
+        self.reset_link()
 
     @property
     def address(self):
         return self.meter.address
+
+    # -- link state --------------------------------------------------------------------
+    # EN 13757-2: the FCB counts on every frame with FCV set. A REQ_UD1/REQ_UD2 with the
+    # FCB and function of the last such frame means the master missed our reply.
+    def reset_link(self):
+        """Forget the FCB, the reply kept for a repeat and the readout cursor (SND_NKE,
+        selection)."""
+        self._fcb = -1              # FCB of the last frame with FCV set (-1: none)
+        self._func = -1             # its function (REQ_UD1, REQ_UD2, SND_UD)
+        self._rsp_len = 0           # size of the reply in tx kept for a repeat (0: none)
+        self._cur = -1              # telegram index of that reply (-1: not a telegram)
+        self._next = 0              # next telegram of a multi-telegram readout
+
+    def invalidate(self):
+        """A command changed what a telegram carries (address, identity, reset,
+        selection of records): no repeat of an old telegram, a fresh readout next."""
+        self.reset_link()
+        self.meter.invalidate()
+
+    def _repeat(self, c, func):
+        """Note the FCB of a frame; True when it repeats the last request of this kind."""
+        if not c & FCV or self.ignore_fcb:
+            self._fcb = -1
+            return False
+        fcb = c & FCB
+        again = fcb == self._fcb and func == self._func and self._rsp_len > 0
+        self._fcb = fcb
+        self._func = func
+        return again
 
     # -- dispatch ----------------------------------------------------------------
     def handle(self, p):
@@ -102,6 +133,7 @@ class Slave:
                 return self._req_ud1(c)
             return 0
         if func == _FUNC_SND_UD and not c & 0x80:
+            self._repeat(c, _FUNC_SND_UD)
             return self._snd_ud(p)
         return 0
 
@@ -109,12 +141,6 @@ class Slave:
         # E5 has a buffer of its own: the last RSP_UD in tx must survive for a repeat.
         self.reply = self._ack_buf
         return 1
-
-    def reset_link(self):
-        """SND_NKE: forget FCB state and the readout cursor."""
-        self._fcb = -1
-        self._next = 0
-        self._rsp_len = 0
 
     def _snd_nke(self, a):
         self.reset_link()
@@ -124,27 +150,22 @@ class Slave:
 
     # -- REQ_UD2 / REQ_UD1 ---------------------------------------------------------
     def _req_ud2(self, c):
-        fcv = c & FCV
-        fcb = c & FCB
-        if self.ignore_fcb:
-            fcv = 0
-        if fcv and fcb == self._fcb and self._rsp_len:
-            # The master missed our reply: send it again, unchanged.
-            return self._rsp_len
-        self._fcb = fcb if fcv else -1
-        if self.busy:
+        if self._repeat(c, _FUNC_REQ_UD2):
+            if self.strict_repeat or self._cur < 0:
+                return self._rsp_len   # the last reply again, unchanged
+            n = self._write_rsp_ud(self._cur)   # the same telegram, current values
+        elif self.busy:
             n = self._write_error(ERR_BUSY)
         elif self._error >= 0:
             n = self._write_error(self._error)
             self._error = -1
         else:
-            n = self._write_rsp_ud()
+            n = self._write_rsp_ud(self._next)
         self._rsp_len = n
         return n
 
-    def _write_rsp_ud(self):
+    def _write_rsp_ud(self, index):
         meter = self.meter
-        index = self._next
         if index == 0:
             meter.refresh()
         count = meter.telegram_count()
@@ -152,13 +173,19 @@ class Slave:
             index = 0
             meter.refresh()
             count = meter.telegram_count()
+        n = meter.write_telegram(index, self.tx, 6, self.access)
+        self._cur = index
+        self._next = index + 1 if index + 1 < count else 0
+        return self._finish_rsp_ud(n)
+
+    def _finish_rsp_ud(self, n):
+        """Frame the n bytes of application data at tx[6:] as an RSP_UD."""
+        meter = self.meter
         tx = self.tx
         c = RSP_UD | (ACD if meter.alarm is not None else 0)
-        n = meter.write_telegram(index, tx, 6, self.access)
         a = meter.address
         _frame.write_long_header(tx, c, a, tx[6], n - 1)
         self.access = (self.access + 1) & 0xFF
-        self._next = index + 1 if index + 1 < count else 0
         end = 6 + n
         tx[end] = (c + a + meter.last_sum) & 0xFF  # checksum over C, A and the user data
         tx[end + 1] = _frame.STOP
@@ -168,33 +195,21 @@ class Slave:
         tx = self.tx
         _frame.write_long_header(tx, RSP_UD, self.meter.address, CI_ERROR, 1)
         tx[7] = code
+        self._cur = -1
         return _frame.finish_long(tx)
 
     def _req_ud1(self, c):
+        if self._repeat(c, _FUNC_REQ_UD1):
+            return self._rsp_len   # the class 1 data again: the master missed it
         meter = self.meter
         if meter.alarm is None:
+            self._rsp_len = 0
             return self._ack()
-        tx = self.tx
-        data = meter.alarm
-        # class 1 data: a CI 72 telegram whose records are the alarm records
-        n = 13 + len(data)
-        _frame.write_long_header(tx, RSP_UD, meter.address, 0x72, n - 1)
-        ident = meter.id_bcd()
-        for k in range(4):
-            tx[7 + k] = (ident >> (8 * k)) & 0xFF
-        tx[11] = meter.manufacturer & 0xFF
-        tx[12] = meter.manufacturer >> 8
-        tx[13] = meter.version
-        tx[14] = meter.medium
-        tx[15] = self.access
-        tx[16] = meter.status
-        tx[17] = meter.signature & 0xFF
-        tx[18] = meter.signature >> 8
-        tx[19:19 + len(data)] = data
-        self.access = (self.access + 1) & 0xFF
-        meter.alarm = None  # delivered
-        self._rsp_len = 0
-        return _frame.finish_long(tx)
+        n = meter.write_alarm(self.tx, 6, self.access)
+        meter.alarm = None  # delivered (a repeat sends the bytes kept in tx)
+        self._cur = -1
+        self._rsp_len = self._finish_rsp_ud(n)
+        return self._rsp_len
 
     # -- secondary selection -----------------------------------------------------------
     def matches_secondary(self, d, s, e, msb_first=False):
@@ -258,11 +273,9 @@ class Slave:
             self.selected = False
             return self._ack() if was or p.a != ADDR_NETWORK else 0
         if ci == CI_RESET:
-            self._next = 0
             self._error = -1
-            if self.meter.selection is not None:
-                self.meter.selection = None
-                self.meter.invalidate()
+            self.meter.selection = None
+            self.invalidate()
             self.last_command = "application reset"
             self._notify("reset")
             return self._ack()
@@ -295,8 +308,7 @@ class Slave:
             if dif == 0x7F:  # global readout: everything, all storages and tariffs
                 selection = None
                 meter.selection = None
-                meter.invalidate()
-                self._next = 0
+                self.invalidate()
                 self.last_command = "global readout"
                 i += 1
                 continue
@@ -313,39 +325,51 @@ class Slave:
                 selection.append(bytes(d[i:key_end]))
                 i = key_end
                 continue
-            size = _DATA_SIZE[field]
-            if size < 0:
-                size = 1 + d[key_end] if key_end < e else 1
+            size = DATA_LEN[field]
+            if field == 0x0D:  # LVAR: text, BCD or binary of the length it gives
+                if key_end >= e:
+                    self._error = ERR_PREMATURE_END
+                    return
+                kind, size = lvar_length(d[key_end])
+                if kind is None:
+                    self._error = ERR_UNSPECIFIED  # a reserved LVAR: cannot walk on
+                    return
+                size += 1
             if key_end + size > e:
                 self._error = ERR_PREMATURE_END
                 return
-            has_dife = dif & 0x80
-            vif_at = i + 1
-            while d[vif_at - 1] & 0x80 and vif_at < key_end:
-                vif_at += 1
-            vif = d[vif_at]
-            value = 0
-            for k in range(size - 1, -1, -1):
-                value = (value << 8) | d[key_end + k]
-            if not has_dife and vif == 0x7A and field in (0x01, 0x09):
-                self._set_address(value if field == 0x01 else _bcd_or(value, -1))
-            elif not has_dife and vif == 0x79 and field == 0x0C:
-                self._set_identity(value, None)
-            elif not has_dife and vif == 0x79 and field == 0x07:
-                self._set_identity(value & 0xFFFFFFFF, value >> 32)
-            elif vif == 0x6D and field in (0x04, 0x06):
-                meter.datetime = bytes(d[key_end:key_end + size])
-                self.last_command = "set date/time"
-                self._notify("datetime")
-            else:
-                self._error = ERR_UNSPECIFIED  # a record we cannot write
+            self._write_record(d, i, key_end, size)
             i = key_end + size
         if selection is not None:
             meter.selection = selection
-            meter.invalidate()
-            self._next = 0
+            self.invalidate()
             self.last_command = "selective readout"
             self._notify("selection")
+
+    def _write_record(self, d, i, key_end, size):
+        """Act on one record of a CI 51 data send (DIF at d[i], data at d[key_end:])."""
+        dif = d[i]
+        field = dif & 0x0F
+        if dif & 0x80 or key_end != i + 2:
+            vif = -1  # DIFEs (storage, tariff) or VIFEs: none of the settings we know
+        else:
+            vif = d[i + 1]
+        value = 0
+        if vif == 0x7A or vif == 0x79:
+            for k in range(size - 1, -1, -1):
+                value = (value << 8) | d[key_end + k]
+        if vif == 0x7A and field == 0x01:
+            self._set_address(value)
+        elif vif == 0x7A and field == 0x09:
+            self._set_address(_bcd_or(value, -1))
+        elif vif == 0x79 and field == 0x0C:
+            self._set_identity(value, None)
+        elif vif == 0x79 and field == 0x07:
+            self._set_identity(value & 0xFFFFFFFF, value >> 32)
+        else:
+            # Not writable here, set date/time (04 6D) included: the meter has no clock
+            # of its own to set, so the master learns it from a CI 70 error.
+            self._error = ERR_UNSPECIFIED
 
     def _set_address(self, address):
         if self.read_only or not 0 <= address <= 250:
@@ -353,6 +377,7 @@ class Slave:
             return
         old = self.meter.address
         self.meter.address = address
+        self.invalidate()
         self.last_command = "primary address %d -> %d" % (old, address)
         self._notify("address")
 
@@ -364,6 +389,7 @@ class Slave:
         meter = self.meter
         meter.id = ident
         meter.id_raw = None
+        self.invalidate()
         if rest is not None:
             meter.manufacturer = rest & 0xFFFF
             meter.version = (rest >> 16) & 0xFF
@@ -385,9 +411,3 @@ def _bcd_or(value, default):
     except ValueError:
         return default
 
-
-def identity_bytes(id_number, manufacturer, version, medium):
-    """8 bytes of a secondary address as a CI 52 select sends them."""
-    ident = bcd_from_int(id_number, 4)
-    return bytes((ident & 0xFF, (ident >> 8) & 0xFF, (ident >> 16) & 0xFF, ident >> 24,
-                  manufacturer & 0xFF, manufacturer >> 8, version, medium))

@@ -169,6 +169,9 @@ def build_parser():
                    help="what CI 56 means to the meters (default deselect)")
     g.add_argument("--read-only", action="store_true",
                    help="refuse address, ID and baud changes from masters")
+    g.add_argument("--strict-repeat", action="store_true",
+                   help="answer a repeated REQ_UD2 (same FCB) with the last telegram byte "
+                   "for byte (default: the same telegram with current values)")
     g.add_argument("--state", default=None, metavar="FILE",
                    help="keep settings a master changed (address, ID, baud) in FILE; "
                    "they override the configuration at the next start")
@@ -207,8 +210,8 @@ def _meters(args):
     clock = time.monotonic
     overrides = [k for k in ("addr", "ident", "manuf", "medium")
                  if getattr(args, k) is not None]
-    if args.seed is not None and args.random_meters is None:
-        raise UsageError("--seed only goes with --random-meters")
+    if args.seed is not None and args.random_meters is None and not args.fault:
+        raise UsageError("--seed only goes with --random-meters or --fault")
     if args.bus or args.random_meters:
         if overrides:
             flag = "--bus" if args.bus else "--random-meters"
@@ -352,10 +355,13 @@ def _main(argv):
             log.info("  Meter %d: %s", i + 1, _host.describe(m))
     if args.read_only:
         log.info("  Read-only: address, ID and baud changes are refused")
+    if args.strict_repeat:
+        log.info("  Strict repeats: a repeated REQ_UD2 gets the last telegram unchanged")
     shown = delay if delay is not None else default_reply_delay_ms(baud)
     log.info("  Reply delay:     %g ms", shown)
 
-    slaves = [Slave(m, read_only=args.read_only, ci56=args.ci56) for m in meters]
+    slaves = [Slave(m, read_only=args.read_only, ci56=args.ci56,
+                    strict_repeat=True if args.strict_repeat else None) for m in meters]
     bus = Bus(slaves)
     keeper = _host.StateKeeper(args.state, meters, configured_ids,
                                None if is_tcp else baud)
@@ -415,10 +421,12 @@ def _main(argv):
 
     if server is not None:
         runner = server
+        server.after_reply = keeper.flush
     else:
         runner = LineServer(bus, port, baud=baud, reply_delay_ms=delay, trace=tracer,
                             faults=faults_from_args(args, log.info, bus))
         runner.on_baud = keeper.on_baud
+        runner.after_reply = keeper.flush
 
     if stopping:
         runner.stop()   # a signal came while we were starting

@@ -85,8 +85,10 @@ class Tracer:
 
 
 class StateKeeper:
-    """Keeps the state file in step with the bus: saves after every address/ID change and
-    every baud switch, and once more at exit."""
+    """Keeps the state file in step with the bus: saves after every address/ID change
+    (in flush(), which the run loop calls once the reply has gone out: two fsyncs on an
+    SD card must not push the E5 past the reply window), after every baud switch, and
+    once more at exit."""
 
     SAVED_ON = ("address", "id")
 
@@ -96,6 +98,7 @@ class StateKeeper:
         self.configured_ids = configured_ids
         self.baud = baud
         self.saves = 0
+        self.dirty = False
 
     def save(self):
         if not self.path:
@@ -111,6 +114,12 @@ class StateKeeper:
         if slave.last_command:
             log.info("meter %08d: %s", slave.meter.id, slave.last_command)
         if what in self.SAVED_ON:
+            self.dirty = True
+
+    def flush(self):
+        """Save what changed since the last save (called after each reply)."""
+        if self.dirty:
+            self.dirty = False
             self.save()
 
     def on_baud(self, rate):

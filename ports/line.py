@@ -63,8 +63,8 @@ class LineServer:
     baud_fallback_ms: after a baud switch, go back to the old rate when no valid frame
              arrives within this time (0: never).
     trace: callable(direction, data) called with "RECV"/"SEND" and each frame's bytes.
-    faults: optional object with .apply(line, reply, n) -> (data, n, delay_ms) (fault
-             injection; see ports/faults.py on CPython).
+    faults: optional object with .apply(line, reply, n, delay_ms) -> (data, n, delay_ms)
+             (fault injection; see ports/faults.py).
     """
 
     def __init__(self, bus, port, baud=2400, reply_delay_ms=None, idle_ms=None,
@@ -85,6 +85,9 @@ class LineServer:
         self._fallback_at = 0
         self._frames_at_switch = 0
         self.on_baud = None   # callable(rate) after the line switched
+        # callable() after each request's reply has gone out: where a port persists what
+        # a master changed, so that a slow write never delays the reply
+        self.after_reply = None
         self._apply_baud(baud)
 
     def _apply_baud(self, baud):
@@ -118,8 +121,9 @@ class LineServer:
     def receive(self, data, n):
         """Feed n received bytes; answer every complete frame."""
         bus = self.bus
+        parser = bus.parser
         pos = 0
-        while pos < n:
+        while pos < n or parser.pending:   # pending: frames behind a broken one
             pos = bus.feed(data, pos, n)
             if bus.parser.kind:
                 self.requests += 1
@@ -131,6 +135,8 @@ class LineServer:
                 self._reply(bus.reply, bus.reply_len)
             if bus.new_baud:
                 self.switch_baud(bus.new_baud)
+            if self.after_reply is not None and bus.parser.kind:
+                self.after_reply()
 
     def _reply(self, buf, n):
         delay = self.reply_delay_ms

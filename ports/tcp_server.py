@@ -183,6 +183,7 @@ class TcpServer:
         self.faults = faults  # fault injection (ports/faults.py), shared by all clients
         self.trace = trace
         self.baud = baud
+        self.after_reply = None   # callable() after a reply went out (LineServer's)
         self.running = True
         self._next_housekeeping = 0.0
         self.clients = {}
@@ -309,6 +310,7 @@ class TcpServer:
         line = LineServer(ClientBus(self.bus), port, baud=self.baud,
                           reply_delay_ms=self.reply_delay_ms, idle_ms=TCP_IDLE_MS,
                           baud_fallback_ms=0, trace=trace, faults=self.faults)
+        line.after_reply = self._after_reply
         line.on_baud = lambda rate, peer=peer: log.info(
             "client %s: baud rate switched to %d (no effect on TCP)", peer, rate)
         c = _Client(sock, peer, line, port)
@@ -316,6 +318,10 @@ class TcpServer:
         self.sel.register(sock, selectors.EVENT_READ, c)
         self.accepted += 1
         log.info("client %s connected (%d connected)", peer, len(self.clients))
+
+    def _after_reply(self):
+        if self.after_reply is not None:
+            self.after_reply()
 
     def _close(self, c, why):
         fd = c.sock.fileno()

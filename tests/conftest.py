@@ -15,3 +15,31 @@ try:
     _settings.load_profile("mbus")
 except ImportError:
     pass
+
+
+# mbus-slave processes on a pty or a TCP port, stopped after the test
+import pytest  # noqa: E402
+
+
+def _serve(cls, tmp_path):
+    started = []
+
+    def start(*args, **kw):
+        s = cls(list(args), tmp_path, **kw)
+        started.append(s)
+        return s
+    yield start
+    for s in started:
+        s.stop()
+
+
+@pytest.fixture
+def slave_factory(tmp_path):
+    from tests.hostutil import PtySlave
+    yield from _serve(PtySlave, tmp_path)
+
+
+@pytest.fixture
+def tcp_factory(tmp_path):
+    from tests.hostutil import TcpSlave
+    yield from _serve(TcpSlave, tmp_path)

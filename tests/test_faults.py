@@ -165,8 +165,8 @@ def test_checksum_corrupted_only_in_the_sent_copy():
     for got, want in zip(written, plain):
         assert got[:-2] == want[:-2] and got[-1] == 0x16 and got[-2] != want[-2]
         assert not valid_frame(got)[0]
-    # the core still holds the good telegram: the repeat (same FCB) matched it
-    assert bytes(bus.slaves[0].tx[:len(plain[0])]) == plain[0]
+    # the core still holds the good telegram
+    assert bytes(bus.slaves[0].tx[:len(plain[1])]) == plain[1]
     assert logs == ["fault: corrupt checksum of reply of meter 3 (p=1)"] * 2
 
 
@@ -237,9 +237,13 @@ def test_delay_through_the_line_server_really_waits():
 
 
 def test_ignore_fcb_answers_a_repeat_as_new():
-    plain, _, _, _ = serve([], [REQ_B, REQ_B])
-    assert plain[0] == plain[1]                      # the core repeats
-    written, logs, _, bus = serve(["ignore-fcb@3"], [REQ_B, REQ_B, REQ_A])
+    strict = make_bus()
+    strict.slaves[0].strict_repeat = True
+    plain, _, _, _ = serve([], [REQ_B, REQ_B], bus=strict)
+    assert plain[0] == plain[1]                      # the core repeats byte for byte
+    strict = make_bus()
+    strict.slaves[0].strict_repeat = True
+    written, logs, _, bus = serve(["ignore-fcb@3"], [REQ_B, REQ_B, REQ_A], bus=strict)
     assert written[0] != written[1]                  # access number counted on
     assert bus.slaves[0].ignore_fcb and not bus.slaves[1].ignore_fcb
     assert logs == ["fault: meter 3 ignores FCB: repeated request answered as new"]

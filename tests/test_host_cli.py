@@ -247,3 +247,14 @@ def test_bad_replay_file_error_stays_one_short_line(tmp_path):
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and len(lines[0]) < 200, lines
     assert "malformed hex" in lines[0] and "notes.txt" in lines[0]
+
+
+def test_seed_goes_with_fault_too(tmp_path):
+    """README: the faults use --seed when --fault-seed is not given."""
+    s = PtySlave(["--fault", "drop:0.2", "--seed", "7"], tmp_path)
+    assert s.stop() == 0 and "error" not in s.log()
+
+
+def test_strict_repeat_flag_is_shown(tmp_path):
+    s = PtySlave(["--strict-repeat"], tmp_path)
+    assert s.stop() == 0 and "Strict repeats" in s.log()

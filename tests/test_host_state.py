@@ -131,3 +131,33 @@ def test_state_and_config_on_micropython(tmp_path):
     script.write_text("ROOT = %r\nTMP = %r\n" % (ROOT, str(tmp_path)) + UPY_SCRIPT)
     out = subprocess.run([upy, str(script)], capture_output=True, text=True, timeout=60)
     assert "upy-state-ok" in out.stdout, out.stdout + out.stderr
+
+
+def test_settings_are_saved_after_the_reply_has_gone_out(tmp_path):
+    """A master's set-address is acknowledged first; the state file (two fsyncs, slow on
+    an SD card) is written afterwards, so the E5 stays inside the reply window."""
+    from mbus_core.bus import Bus
+    from mbus_ports.host import StateKeeper, demo_meter
+    from mbus_ports.line import LineServer
+
+    path = str(tmp_path / "s.json")
+    meter = demo_meter()
+    keeper = StateKeeper(path, [meter], [meter.id])
+    keeper.save()
+    bus = Bus([meter])
+    bus.on_change = keeper.on_change
+    seen = []
+
+    class Port:
+        def write(self, data):   # what the file says when the E5 goes out
+            seen.append((bytes(data), load_state(path)["meters"]["0"]["address"]))
+
+        def flush(self):
+            pass
+
+    line = LineServer(bus, Port(), reply_delay_ms=0)
+    line.after_reply = keeper.flush
+    request = bytes.fromhex("680606685303510 17A07 2916".replace(" ", ""))
+    line.receive(bytearray(request), len(request))
+    assert seen == [(b"\xe5", 3)]
+    assert load_state(path)["meters"]["0"]["address"] == 7 and keeper.saves == 2

@@ -12,19 +12,6 @@ from tests.hostutil import (TcpSlave, ping, req_ud2, select, send, recv, values,
                             frame_hex, short, SILENCE_TIMEOUT, REPLY_TIMEOUT)
 
 
-@pytest.fixture
-def tcp_factory(tmp_path):
-    started = []
-
-    def start(*args, **kw):
-        s = TcpSlave(args, tmp_path, **kw)
-        started.append(s)
-        return s
-    yield start
-    for s in started:
-        s.stop()
-
-
 def test_ping_read_and_select_over_tcp(tcp_factory):
     s = tcp_factory()
     assert s.host == "127.0.0.1"

@@ -1,6 +1,8 @@
 """SIGKILL the slave while a master changes its primary address, 60 times: the state file
 (--state FILE) always holds the old or the new address, never a mix or a broken file; once
-the master saw the E5, the new one; and the restarted slave answers at that address."""
+the master saw the E5 and one more reply, the new one (the file is written right after the
+E5 has gone out, before the next request is read); and the restarted slave answers at that
+address."""
 import json
 import os
 import random
@@ -79,9 +81,11 @@ def test_sigkill_during_address_changes_never_corrupts_the_state(tmp_path):
                     pass
                 elif how == 1:          # kill a random moment later
                     time.sleep(rnd.random() * 0.01)
-                else:                   # kill as soon as the E5 is here
+                else:                   # kill after the E5 and the next reply
                     acked = read_reply(s) == b"\xe5"
                     assert acked
+                    s.sendall(short(0x7B, new))
+                    assert read_reply(s)[5:6] == bytes((new,))
                 proc.send_signal(signal.SIGKILL)
                 proc.wait(10)
         finally:

@@ -91,3 +91,13 @@ def test_reply_window():
         lo, hi = reply_window_ms(baud)
         d = default_reply_delay_ms(baud)
         assert lo <= d <= hi, baud
+
+
+def test_frames_found_in_rescanned_bytes_are_all_answered():
+    # A broken long frame (no stop byte) hides a REQ_UD2 and a SND_NKE: both come out of
+    # the parser's rescan after the chunk is used up, and both are answered at once.
+    chunk = h("68 0D 0D 68 10 5B 03 5E 16 10 40 03 43 16 00 00 00 00 00")
+    line, port = run([chunk])
+    assert len(port.written) == 2, port.written
+    assert port.written[0][6] == 0x72 and port.written[1] == h("E5")
+    assert not line.bus.parser.busy

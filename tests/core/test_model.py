@@ -202,3 +202,29 @@ def bus_reply(bus, text):
     data = bytes.fromhex(text.replace(" ", ""))
     bus.feed(data)
     return bytes(bus.reply[:bus.reply_len])
+
+
+def test_strict_repeat_key():
+    from mbus_core.slave import Slave
+    m = model.meter_from_config({"strict_repeat": True})
+    assert m.strict_repeat and Slave(m).strict_repeat
+    assert not Slave(model.meter_from_config({})).strict_repeat
+    assert Slave(model.meter_from_config({}), strict_repeat=True).strict_repeat
+    r = model.meter_from_config({"replay": "68 05 05 68 08 00 72 00 00 7A 16",
+                                 "strict_repeat": True})
+    assert r.strict_repeat
+    msg = raises(model.ConfigError, model.meter_from_config, {"strict_repeat": "yes"})
+    assert "strict_repeat must be true or false" in msg and "meter 1" in msg
+
+
+def test_fixed_data_structure_from_a_meter_file():
+    cfg = {"id": 12345678, "medium": "water", "ci": "fixed",
+           "fixed": {"unit1": 0x13, "counter1": 1234, "unit2": 0x13, "counter2": 99}}
+    t = telegrams(model.meter_from_config(cfg))
+    assert t == [bytes((0x73, 0x78, 0x56, 0x34, 0x12, 0, 0, 0xD3, 0x53,
+                        0x34, 0x12, 0, 0, 0x99, 0, 0, 0))]
+    msg = raises(model.ConfigError, model.meter_from_config, {"fixed": {"unit1": 1}})
+    assert "fixed" in msg
+    msg = raises(model.ConfigError, model.meter_from_config,
+                 {"ci": "73", "fixed": {"unit1": 64}})
+    assert "unit1" in msg

@@ -1,5 +1,6 @@
 # EN 13757-3 data field codings: integers (type B), BCD (type A, negative with a top
-# nibble F), real32 (type H), LVAR strings/numbers, dates G, date-times F and I, time J.
+# nibble F), real32 (type H), LVAR strings/numbers, dates G, date-times F and I, time J,
+# daylight saving K.
 # Pure functions on bytes; they run unchanged on CPython and MicroPython.
 import struct
 
@@ -302,6 +303,109 @@ def time_j_encode(value):
     if not (0 <= h <= 23 and 0 <= mi <= 59 and 0 <= s <= 59):
         raise ValueError("time out of range: %r" % (value,))
     return bytes((s, mi, h))
+
+
+# -- daylight saving (type K, 32 bits) -------------------------------------------------
+# EN 13757-3 Annex A type K, as read by libmburs (types/date.rs, TypeKDST) and EnergyICT
+# (mbus DataRecordTypeK); bits of the 32-bit little-endian value:
+#   [0..4] hour DST begins   [5..7] GMT deviation, low 3 bits
+#   [8..12] day DST begins   [13..14] GMT deviation, high 2 bits   [15] DST enabled
+#   [16..20] day DST ends    [21..22] DST deviation in hours   [23] its sign (1: +)
+#   [24..27] month DST begins   [28..31] month DST ends
+# Decoded as {"begin": "MM-DD HH:00", "end": "MM-DD", "deviation_h", "gmt_deviation_h",
+# "enabled"}; meter files write it as text: "MM-DD HH:00 MM-DD +1h [gmt+N] [off]".
+DST_KEYS = ("begin", "end", "deviation_h", "gmt_deviation_h", "enabled")
+
+
+def daylight_k_decode(d):
+    """4 bytes (type K) -> dict. Out-of-range fields are shown as they are."""
+    dev = (d[2] >> 5) & 3
+    return {"begin": "%02d-%02d %02d:00" % (d[3] & 0x0F, d[1] & 0x1F, d[0] & 0x1F),
+            "end": "%02d-%02d" % (d[3] >> 4, d[2] & 0x1F),
+            "deviation_h": dev if d[2] & 0x80 else -dev,
+            "gmt_deviation_h": (d[0] >> 5) | (((d[1] >> 5) & 3) << 3),
+            "enabled": bool(d[1] & 0x80)}
+
+
+def _month_day(text, what):
+    if not isinstance(text, str) or len(text) != 5 or text[2] != "-":
+        raise ValueError("bad daylight saving %s %r (want MM-DD)" % (what, text))
+    m = _num(text, 0, 2)
+    d = _num(text, 3, 5)
+    if not (1 <= m <= 12 and 1 <= d <= 31):
+        raise ValueError("daylight saving %s out of range: %r" % (what, text))
+    return m, d
+
+
+def _small_int(v, lo, hi, what):
+    if not isinstance(v, int) or isinstance(v, bool) or v < lo or v > hi:
+        raise ValueError("daylight saving %s must be an integer %d..%d, not %r"
+                         % (what, lo, hi, v))
+    return v
+
+
+def daylight_k_parse(text):
+    """'MM-DD HH:00 MM-DD [+Nh] [gmt+N] [off]' -> dict (as daylight_k_decode gives)."""
+    t = text.split()
+    if len(t) < 3:
+        raise ValueError("bad daylight saving %r (want 'MM-DD HH:00 MM-DD +1h')" % text)
+    out = {"begin": t[0] + " " + t[1], "end": t[2], "deviation_h": 1, "gmt_deviation_h": 0,
+           "enabled": True}
+    for tok in t[3:]:
+        if tok == "off":
+            out["enabled"] = False
+        elif tok[:4] == "gmt+" and len(tok) > 4:
+            out["gmt_deviation_h"] = _num(tok, 4, len(tok))
+        elif tok[:1] in ("+", "-") and len(tok.rstrip("h")) > 1:
+            v = _num(tok, 1, len(tok.rstrip("h")))
+            out["deviation_h"] = -v if tok[0] == "-" else v
+        else:
+            raise ValueError("bad daylight saving %r: %r (want +Nh, gmt+N or off)"
+                             % (text, tok))
+    return out
+
+
+def daylight_k_text(k):
+    """dict -> the text form daylight_k_parse reads."""
+    dev = k["deviation_h"]
+    out = "%s %s %s%dh" % (k["begin"], k["end"], "-" if dev < 0 else "+", abs(dev))
+    if k["gmt_deviation_h"]:
+        out += " gmt+%d" % k["gmt_deviation_h"]
+    if not k["enabled"]:
+        out += " off"
+    return out
+
+
+def daylight_k_encode(value):
+    """A dict (as decoded) or the text form -> 4 bytes (type K)."""
+    if isinstance(value, str):
+        value = daylight_k_parse(value)
+    if not isinstance(value, dict):
+        raise ValueError("a daylight saving value is text 'MM-DD HH:00 MM-DD +1h' "
+                         "(or a dict with %s)" % ", ".join(DST_KEYS))
+    for key in value:
+        if key not in DST_KEYS:
+            raise ValueError("unknown daylight saving key %r (known: %s)"
+                             % (key, ", ".join(DST_KEYS)))
+    begin = value.get("begin")
+    if not isinstance(begin, str) or len(begin) < 8 or begin[5:6] != " ":
+        raise ValueError("bad daylight saving begin %r (want MM-DD HH:00)" % (begin,))
+    bm, bd = _month_day(begin[:5], "begin")
+    if len(begin) == 11 and begin[8:] == ":00":
+        begin = begin[:8]
+    if len(begin) != 8:
+        raise ValueError("bad daylight saving begin %r (whole hours: MM-DD HH:00)" % begin)
+    bh = _small_int(_num(begin, 6, 8), 0, 23, "begin hour")
+    em, ed = _month_day(value.get("end"), "end")
+    dev = _small_int(value.get("deviation_h", 1), -3, 3, "deviation_h")
+    gmt = _small_int(value.get("gmt_deviation_h", 0), 0, 31, "gmt_deviation_h")
+    on = value.get("enabled", True)
+    if not isinstance(on, bool):
+        raise ValueError("daylight saving enabled must be true or false")
+    return bytes((bh | ((gmt & 7) << 5),
+                  bd | ((gmt >> 3) << 5) | (0x80 if on else 0),
+                  ed | ((dev if dev > 0 else -dev) << 5) | (0x80 if dev > 0 else 0),
+                  bm | (em << 4)))
 
 
 # -- LVAR (variable length) ------------------------------------------------------------

@@ -227,8 +227,8 @@ def make_record(quantity=None, unit=None, value=0, type=None, function="instanta
             return Record(head, 0x0F, value, 0, "bin", name)
         if dib[0] == 0x2F:
             return Record(head, 0x00, 0, 0, "num", name)
-        return Record(head, code, value, _raw_pow(resolution), _raw_kind(type, code, head,
-                                                                         value), name)
+        return _record(head, code, value, _raw_pow(resolution),
+                       _raw_kind(type, code, head, value), name)
     # a named quantity (or a raw vif with named DIF parts)
     tname = type
     if vif is not None:
@@ -236,13 +236,12 @@ def make_record(quantity=None, unit=None, value=0, type=None, function="instanta
         if not vbytes:
             raise ValueError("empty vif")
         if tname is None:
-            tname = _default_type(value)
-        code = dt.type_code(tname) if tname not in ("date", "datetime", "datetime6", "time",
-                                                    "binary") else _special(tname)
+            tname = "dst" if _dst_vib(vbytes, value) else _default_type(value)
+        code = _type_code(tname)
         if code < 0:
             raise ValueError("unknown type %r" % tname)
         head = build_dib(code, fcode, storage, tariff, subunit) + vbytes + extra
-        return Record(head, code, value, _raw_pow(resolution), _kind(tname, value), name)
+        return _record(head, code, value, _raw_pow(resolution), _kind(tname, value), name)
     if quantity is None:
         raise ValueError("a record needs a quantity (or raw dif/vif)")
     qn = quantity.strip().lower() if isinstance(quantity, str) else ""
@@ -272,12 +271,11 @@ def make_record(quantity=None, unit=None, value=0, type=None, function="instanta
         if unit not in (None, ""):
             raise ValueError("quantity %r has no unit (got %r)" % (quantity, unit))
         tname = tname or dtype
-        code = _special(tname) if tname in ("date", "datetime", "datetime6", "time",
-                                            "binary") else dt.type_code(tname)
+        code = _type_code(tname)
         if code < 0:
             raise ValueError("unknown type %r" % tname)
         head = build_dib(code, fcode, storage, tariff, subunit) + _ext(vbytes, extra)
-        return Record(head, code, value, 0, _kind(tname, value), name)
+        return _record(head, code, value, 0, _kind(tname, value), name)
     if unit is None:
         unit = ut.default_unit(kind, info)
     if kind == "timed":
@@ -338,10 +336,28 @@ def _ext(vbytes, extra):
     return bytes(b) + extra
 
 
+def _record(head, code, value, pow10, kind, name):
+    """A Record; a daylight saving value (type K) goes in as its 4 bytes."""
+    if kind == "dst":
+        if code != 0x4:
+            raise ValueError("daylight saving (type K) needs int32, not %s"
+                             % dt.type_name(code))
+        if callable(value) or hasattr(value, "value"):
+            raise ValueError("a daylight saving value is a constant")
+        value, kind = dt.daylight_k_encode(value), "bin"
+    return Record(head, code, value, pow10, kind, name)
+
+
+def _type_code(tname):
+    """Data field code of a type name: the special ones (date, dst...) or a DIF type."""
+    code = _special(tname)
+    return code if code >= 0 else dt.type_code(tname)
+
+
 def _special(tname):
     if tname == "date":
         return 0x2
-    if tname == "datetime":
+    if tname in ("datetime", "dst"):
         return 0x4
     if tname == "datetime6":
         return 0x6
@@ -353,7 +369,7 @@ def _special(tname):
 
 
 def _kind(tname, value):
-    if tname in ("date", "datetime", "time"):
+    if tname in ("date", "datetime", "time", "dst"):
         return tname
     if tname == "datetime6":
         return "datetime"
@@ -374,6 +390,8 @@ def _raw_kind(tname, code, head, value):
         return "date"
     if code in (0x4, 0x6) and vif is not None and (vif & 0x7F) == 0x6D:
         return "datetime"
+    if code == 0x4 and _dst_vib(head[_vif_at(head):], value):
+        return "dst"
     if code == 0x0D:
         return "text" if isinstance(value, str) else "num"
     return "num"
@@ -390,12 +408,22 @@ def _raw_pow(resolution):
     return p
 
 
-def _vif_of(head):
+def _vif_at(head):
     i = 0
     while i < len(head) and head[i] & 0x80:
         i += 1
-    i += 1
+    return i + 1
+
+
+def _vif_of(head):
+    i = _vif_at(head)
     return head[i] if i < len(head) else None
+
+
+def _dst_vib(vib, value):
+    """VIF FD with VIFE 72 (daylight saving, type K) and a value in its text/dict form."""
+    return (len(vib) > 1 and vib[0] == 0xFD and (vib[1] & 0x7F) == 0x72
+            and isinstance(value, (str, dict)))
 
 
 # -- decoding --------------------------------------------------------------------------
@@ -512,6 +540,8 @@ def _value_of(rec):
         return dt.datetime_i_decode(d)
     if code == 0x3 and vm == 0x6D:
         return dt.time_j_decode(d)
+    if code == 0x4 and fdv == 0x72:
+        return dt.daylight_k_decode(d)
     if code in (0x1, 0x2, 0x3, 0x4, 0x6, 0x7):
         return dt.int_decode(d)
     if code == 0x5:

@@ -112,6 +112,7 @@ PLAIN = (
     (("day of week",), b"\xfd\x63", "int8"),
     (("week number",), b"\xfd\x64", "int8"),
     (("battery change", "date and time of battery change"), b"\xfd\x70", "datetime"),
+    (("daylight saving", "dst", "daylight saving time"), b"\xfd\x72", "dst"),
 )
 
 

@@ -103,7 +103,9 @@ FD_TABLE = (
     (0x68, 4, "L", "s", "Duration since last cumulation"),
     (0x6C, 4, "L", "s", "Operating time battery"),
     (0x70, 1, None, "", "Date and time of battery change"),
-    (0x71, 15, None, R, R),
+    (0x71, 1, None, R, R),
+    (0x72, 1, None, "", "Daylight saving (beginning, ending, deviation)"),  # type K
+    (0x73, 13, None, R, R),
 )
 
 FB_TABLE = (

@@ -1,57 +1,11 @@
 # Raspberry Pi Pico / Pico W (RP2040): the M-Bus transceiver (TSS721A or similar) on
-# UART0, TX = GP0, RX = GP1, 2400 8E1. Optional TX-enable pin (None: not used), the
-# on-board LED toggles on every reply, a 8 s watchdog (the RP2040 maximum is 8.3 s).
-# Edit the constants below or put overrides in /board.json (same keys as boards/generic).
-from machine import Pin
-
-from mbus_ports.upy_uart import UartPort
+# UART0, TX = GP0, RX = GP1, 2400 8E1, no TX-enable pin, the on-board LED toggles on every
+# reply ("LED" on Pico W and newer firmware, else GP25), an 8 s watchdog (the RP2040
+# maximum is 8.3 s). /board.json changes any of it: the keys are in boards/board_config.py.
+from mbus_boards import board_config
 
 NAME = "pico"
-UART_ID = 0
-TX_PIN = 0
-RX_PIN = 1
-TX_ENABLE_PIN = None
-BAUD = 2400
-WDT_MS = 8000
-meter_path = "/meter.json"
-state_path = "/mbus_state.json"
-config = {}
+DEFAULTS = {"uart": 0, "tx": 0, "rx": 1, "led": ("LED", 25), "wdt_ms": 8000}
 
-try:
-    led = Pin("LED", Pin.OUT)   # Pico and Pico W
-except (TypeError, ValueError):
-    led = Pin(25, Pin.OUT)
-
-
-def load_overrides(path="/board.json"):
-    """Settings from /board.json (when it exists) over the defaults above."""
-    global UART_ID, TX_PIN, RX_PIN, TX_ENABLE_PIN, BAUD, WDT_MS
-    try:
-        import json
-        with open(path) as f:
-            c = json.load(f)
-    except (OSError, ValueError):
-        return
-    UART_ID = c.get("uart", UART_ID)
-    TX_PIN = c.get("tx", TX_PIN)
-    RX_PIN = c.get("rx", RX_PIN)
-    TX_ENABLE_PIN = c.get("tx_enable", TX_ENABLE_PIN)
-    BAUD = c.get("baud", BAUD)
-    WDT_MS = c.get("wdt_ms", WDT_MS)
-    config.update(c)
-
-
-load_overrides()
-
-
-def make_port(baud):
-    txen = None if TX_ENABLE_PIN is None else Pin(TX_ENABLE_PIN, Pin.OUT, value=0)
-    return UartPort(uart_id=UART_ID, baud=baud, tx=Pin(TX_PIN), rx=Pin(RX_PIN),
-                    tx_enable=txen)
-
-
-def wdt():
-    if not WDT_MS:
-        return None
-    from machine import WDT
-    return WDT(timeout=WDT_MS)
+# sets config, BAUD, meter_path, state_path, led, make_port(baud) and wdt() here
+board_config.configure(globals(), DEFAULTS)

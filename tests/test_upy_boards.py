@@ -1,8 +1,9 @@
-"""The board files (boards/pico.py, esp32.py, generic.py) and the UART adapter under the
-MicroPython unix port, with a stand-in `machine` module (a machine.py first on sys.path
-overrides the built-in one): which UART they open with which settings, that the firmware
-answers through it, switches the baud rate with uart.init(), drives a TX-enable pin around
-each reply, feeds the watchdog and persists a changed address."""
+"""The board files (boards/pico.py, esp32.py, generic.py), their /board.json loader and the
+UART adapter under the MicroPython unix port, with a stand-in `machine` module (a machine.py
+first on sys.path overrides the built-in one): which UART they open with which settings,
+that the firmware answers through it, switches the baud rate with uart.init(), drives a
+TX-enable pin around each reply, feeds the watchdog and persists a changed address; that
+every /board.json key works alike on every board and a bad file keeps the defaults."""
 import json
 import os
 import shutil
@@ -24,6 +25,8 @@ class Pin:
     IN = 0
 
     def __init__(self, id, mode=None, value=None):
+        if id == "NOPE":  # a pin this port does not have
+            raise ValueError("invalid pin")
         self.id = id
         self.v = value or 0
         LOG.append(["Pin", id])
@@ -42,6 +45,8 @@ class UART:
     INPUT = []
 
     def __init__(self, id, **kw):
+        if id == 7:  # a UART this port does not have
+            raise ValueError("UART(7) doesn't exist")
         kw = dict(kw)
         for k in ("tx", "rx"):
             if k in kw:
@@ -76,13 +81,24 @@ class WDT:
 '''
 
 DRIVER = '''
+import builtins
 import json
 import machine
+
+_open = builtins.open
+
+
+def _open_here(path, *args):
+    # the board reads /board.json at import; the test's file is in the working directory
+    return _open("board.json" if path == "/board.json" else path, *args)
+
+
+builtins.open = _open_here
 import mbus_boards.%(board)s as board
 from mbus_ports import upy_firmware as fw
-%(configure)s
-board.meter_path = "meter.json"
-board.state_path = "state.json"
+if %(paths)s:
+    board.meter_path = "meter.json"
+    board.state_path = "state.json"
 machine.UART.INPUT = [bytes.fromhex(h) for h in (
     "105B035E16",                      # REQ_UD2 to 3 (the demo meter)
     "68060668530351017A052716",        # SND_UD: set primary address 5
@@ -96,7 +112,9 @@ print("RESULT " + json.dumps(machine.LOG))
 '''
 
 
-def run_board(tmp_path, board, configure="", files=None):
+def run_board(tmp_path, board, files=None, board_json=None, state="state.json"):
+    """Run the firmware with the board file `board` for 12 loop turns; board_json: the text
+    of /board.json (a dict is dumped). Returns (machine log, stdout, saved state)."""
     mpy = os.path.join(os.path.dirname(sys.executable), "micropython")
     if not os.access(mpy, os.X_OK):
         mpy = shutil.which("micropython")
@@ -105,16 +123,21 @@ def run_board(tmp_path, board, configure="", files=None):
         (lib / dest).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(os.path.join(ROOT, src), str(lib / dest))
     (tmp_path / "machine.py").write_text(FAKE_MACHINE)
-    for name, text in (files or {}).items():
+    files = dict(files or {})
+    if board_json is not None:
+        files["board.json"] = (board_json if isinstance(board_json, str)
+                               else json.dumps(board_json))
+    for name, text in files.items():
         (tmp_path / name).write_text(text)
-    (tmp_path / "driver.py").write_text(DRIVER % {"board": board, "configure": configure})
+    paths = state == "state.json"  # else /board.json names the meter and state files
+    (tmp_path / "driver.py").write_text(DRIVER % {"board": board, "paths": paths})
     env = dict(os.environ, MICROPYPATH=":" + str(lib))
     out = subprocess.run([mpy, "driver.py"], cwd=str(tmp_path), env=env, capture_output=True,
                          text=True, timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
     lines = [ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")]
     assert lines, out.stdout + out.stderr
-    state = json.loads((tmp_path / "state.json").read_text())
+    state = json.loads((tmp_path / state).read_text())
     return json.loads(lines[0][7:]), out.stdout, state
 
 
@@ -152,20 +175,16 @@ def test_esp32_uart2_pins_17_16(tmp_path):
 
 
 def test_esp32_pins_from_board_json(tmp_path):
-    cfg = json.dumps({"uart": 1, "tx": 10, "rx": 9, "wdt_ms": 0})
-    log, out, state = run_board(tmp_path, "esp32", "board.load_overrides('board.json')",
-                                {"board.json": cfg})
+    cfg = {"uart": 1, "tx": 10, "rx": 9, "wdt_ms": 0}
+    log, out, state = run_board(tmp_path, "esp32", board_json=cfg)
     uart = [e for e in log if e[0] == "UART"][0]
     assert uart[1] == 1 and uart[2]["tx"] == "Pin(10)" and uart[2]["rx"] == "Pin(9)"
     assert not [e for e in log if e[0] == "WDT"]
 
 
 def test_generic_board_from_json_with_tx_enable(tmp_path):
-    cfg = json.dumps({"uart": 3, "tx": 4, "rx": 5, "tx_enable": 6, "baud": 2400,
-                      "wdt_ms": 5000})
-    log, out, state = run_board(tmp_path, "generic",
-                                "board.configure(board.load_config('board.json'))",
-                                {"board.json": cfg})
+    cfg = {"uart": 3, "tx": 4, "rx": 5, "tx_enable": 6, "baud": 2400, "wdt_ms": 5000}
+    log, out, state = run_board(tmp_path, "generic", board_json=cfg)
     uart = [e for e in log if e[0] == "UART"][-1]
     assert uart[1] == 3 and uart[2]["tx"] == "Pin(4)" and uart[2]["rx"] == "Pin(5)"
     assert ["WDT", 5000] in log
@@ -179,7 +198,7 @@ def test_generic_board_from_json_with_tx_enable(tmp_path):
 
 @pytest.mark.parametrize("path", ["ports/upy_uart.py", "ports/upy_firmware.py",
                                   "boards/pico.py", "boards/esp32.py", "boards/generic.py",
-                                  "boards/unix.py"])
+                                  "boards/unix.py", "boards/board_config.py"])
 def test_board_side_imports_are_installed_names(path):
     """Inside ports/ and boards/ siblings are imported as on a device: mbus_ports.x."""
     import ast
@@ -207,3 +226,126 @@ def test_config_modules_unloaded_and_generated_values_still_served(tmp_path):
     first = bytes.fromhex(writes[0])
     assert first[6] == 0x72 and first[7:11] == bytes.fromhex("89674523")  # ID 23456789
     assert len(first) > 19 + 8 * 4  # the eight records of the water meter
+
+
+# -- /board.json: one loader (boards/board_config.py), the same keys on every board -------
+
+BOARDS = ("pico", "esp32", "generic")
+DEFAULT_UART = {"pico": [0, "Pin(0)", "Pin(1)"], "esp32": [2, "Pin(17)", "Pin(16)"],
+                "generic": [1, None, None]}
+DEFAULT_WDT = {"pico": 8000, "esp32": 10000, "generic": None}
+DEFAULT_LED = {"pico": "LED", "esp32": 2, "generic": None}
+
+
+def board_lines(out):
+    """What the board said about /board.json (one line per problem)."""
+    return [ln for ln in out.splitlines() if ln.startswith("mbus: ") and "board.json" in ln]
+
+
+def check_tx_enable(log, pin, active):
+    """Inactive from the start, active from before the first byte until after the flush."""
+    seq = [e for e in log if e[0] in ("write", "flush") or (e[0] == "pin" and e[1] == pin)]
+    assert seq[0] == ["pin", pin, 1 - active], seq
+    first = [i for i, e in enumerate(seq) if e[0] == "write"][0]
+    assert seq[first - 1] == ["pin", pin, active], seq
+    assert seq[first + 1] == ["flush"] and seq[first + 2] == ["pin", pin, 1 - active], seq
+
+
+def check_defaults(log, board):
+    uart = [e for e in log if e[0] == "UART"][-1]
+    want = DEFAULT_UART[board]
+    assert [uart[1], uart[2].get("tx"), uart[2].get("rx")] == want
+    wdts = [e[1] for e in log if e[0] == "WDT"]
+    assert wdts == ([] if DEFAULT_WDT[board] is None else [DEFAULT_WDT[board]])
+    leds = [e[1] for e in log if e[0] == "Pin" and e[1] not in (0, 1, 16, 17)]
+    assert leds == ([] if DEFAULT_LED[board] is None else [DEFAULT_LED[board]])
+
+
+@pytest.mark.parametrize("board", BOARDS)
+def test_active_low_tx_enable(tmp_path, board):
+    """An active-low TX-enable ("tx_active": 0) is low while sending, high otherwise."""
+    log, out, state = run_board(tmp_path, board, board_json={"tx_enable": 5, "tx_active": 0})
+    check_tx_enable(log, 5, 0)
+    check_serving(log, state)
+
+
+@pytest.mark.parametrize("board", BOARDS)
+def test_every_key_works_on_every_board(tmp_path, board):
+    with open(os.path.join(ROOT, "examples", "water-meter.json")) as f:
+        meter = json.load(f)
+    meter["address"] = 3
+    cfg = {"uart": 1, "tx": 10, "rx": 9, "tx_enable": 5, "tx_active": 1, "led": 15,
+           "baud": 4800, "wdt_ms": 3000, "meter": "water.json", "state": "saved.json",
+           "id": 11223344, "reply_delay_ms": 0, "hook": None}
+    log, out, state = run_board(tmp_path, board, files={"water.json": json.dumps(meter)},
+                                board_json=cfg, state="saved.json")
+    assert board_lines(out) == []
+    uart = [e for e in log if e[0] == "UART"]
+    assert len(uart) == 1
+    assert [uart[0][1], uart[0][2]["tx"], uart[0][2]["rx"]] == [1, "Pin(10)", "Pin(9)"]
+    assert uart[0][2]["baudrate"] == 4800
+    assert [e for e in log if e[0] == "WDT"] == [["WDT", 3000]]
+    pins = sorted(str(e[1]) for e in log if e[0] == "Pin")
+    assert pins == ["10", "15", "5", "9"]                # no default LED besides pin 15
+    assert ["pin", 15, 1] in log and ["pin", 15, 0] in log  # toggles per reply
+    check_tx_enable(log, 5, 1)
+    writes = [bytes.fromhex(e[1]) for e in log if e[0] == "write"]
+    assert writes[0][7:11] == bytes.fromhex("44332211")  # "id" over the meter file's
+    assert len(writes[0]) > 19 + 8 * 4                   # the water meter's records
+    assert "meter file water.json, state file saved.json" in out
+    check_serving(log, state)
+
+
+@pytest.mark.parametrize("board", BOARDS)
+def test_null_led_and_no_watchdog(tmp_path, board):
+    log, out, state = run_board(tmp_path, board, board_json={"led": None, "wdt_ms": 0})
+    assert not [e for e in log if e[0] == "WDT"]
+    assert not [e for e in log if e[0] == "Pin" and e[1] not in (0, 1, 16, 17)]
+    check_serving(log, state)
+
+
+@pytest.mark.parametrize("board", BOARDS)
+@pytest.mark.parametrize("text", ['{"uart": 1,', '[1, 2]', '{"tx_active": "low"}',
+                                  '{"tx_enable": 5, "tx_active": 2}', '{"wdt_ms": "8s"}',
+                                  '{"uart": 1, "led": [25]}', '{"meter": 3}',
+                                  '{"baud": 0}', '{"address": 300}'],
+                         ids=["not-json", "not-object", "tx_active-text", "tx_active-2",
+                              "wdt-text", "led-list", "meter-number", "baud-0",
+                              "address-300"])
+def test_bad_board_json_logs_one_line_and_keeps_the_defaults(tmp_path, board, text):
+    log, out, state = run_board(tmp_path, board, board_json=text)
+    assert len(board_lines(out)) == 1, out
+    assert "Traceback" not in out
+    check_defaults(log, board)
+    assert not [e for e in log if e[0] == "pin" and e[1] == 5]
+    check_serving(log, state)
+
+
+@pytest.mark.parametrize("board", BOARDS)
+def test_unknown_keys_warn_in_one_line_and_the_rest_applies(tmp_path, board):
+    log, out, state = run_board(tmp_path, board,
+                                board_json={"uart": 1, "tx_enabel": 5, "colour": "red"})
+    lines = board_lines(out)
+    assert len(lines) == 1 and "tx_enabel" in lines[0] and "colour" in lines[0], out
+    assert [e[1] for e in log if e[0] == "UART"] == [1]
+    assert not [e for e in log if e[0] == "Pin" and e[1] == 5]
+    check_serving(log, state)
+
+
+@pytest.mark.parametrize("board", ("pico", "esp32"))
+def test_a_uart_or_pin_the_port_lacks_falls_back_to_the_defaults(tmp_path, board):
+    """The stand-in has no UART 7 and no pin "NOPE": one line each, the defaults serve."""
+    log, out, state = run_board(tmp_path, board, board_json={"uart": 7, "led": "NOPE"})
+    lines = board_lines(out)
+    assert len(lines) == 2, out
+    assert "Traceback" not in out
+    check_defaults(log, board)
+    check_serving(log, state)
+
+
+def test_the_loader_is_shipped_with_every_board():
+    for board in deploy.BOARDS:
+        dests = [d for _, d in deploy.shipped_files(board)]
+        assert "mbus_boards/board_config.py" in dests
+        assert dests.index("mbus_boards/board_config.py") < dests.index(
+            "mbus_boards/%s.py" % board)

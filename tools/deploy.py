@@ -2,8 +2,9 @@
 
     mbus-deploy --board pico|esp32|generic [--port /dev/ttyACM0] [--meter FILE] [--dry-run]
 
-1. compiles every shipped module with mpy-cross (the core, the MicroPython port files and
-   the board file) into a build directory laid out as the board's /lib;
+1. compiles every shipped module with mpy-cross (the core, the MicroPython port files, the
+   board file and its /board.json loader) into a build directory laid out as the board's
+   /lib;
 2. prepares the board with mpremote: removes main.py and the old /lib/mbus_* files, then
    hard-resets it (a hard reset also stops a running watchdog), waits for it to come back;
 3. copies lib/mbus_core, lib/mbus_ports, lib/mbus_boards, main.py (two lines: import the
@@ -29,6 +30,7 @@ BOARDS = ("pico", "esp32", "generic")
 # The port files a board needs (ports/ -> lib/mbus_ports/), in import order.
 PORT_FILES = ("line.py", "state.py", "config.py", "upy_uart.py", "upy_firmware.py")
 LIB_DIRS = ("lib", "lib/mbus_core", "lib/mbus_ports", "lib/mbus_boards")
+BOARD_LOADER = "board_config.py"   # every board file reads /board.json with it
 
 
 def source_root():
@@ -49,7 +51,8 @@ def shipped_files(board, frozen_core=False):
             out.append(("mbus_core/" + name, "mbus_core/" + name))
     for name in PORT_FILES:
         out.append((ports + "/" + name, "mbus_ports/" + name))
-    out.append((boards + "/" + board + ".py", "mbus_boards/" + board + ".py"))
+    for name in (BOARD_LOADER, board + ".py"):
+        out.append((boards + "/" + name, "mbus_boards/" + name))
     return out
 
 
@@ -102,8 +105,8 @@ def parse_args(argv):
                    help="the board's serial device, e.g. /dev/ttyACM0 (default: auto)")
     p.add_argument("--meter", metavar="FILE", help="JSON meter file, copied to /meter.json")
     p.add_argument("--board-config", metavar="FILE",
-                   help="JSON board settings, copied to /board.json (generic board: uart, "
-                        "tx, rx, tx_enable, baud, wdt_ms, led)")
+                   help="JSON board settings, copied to /board.json (any board: uart, tx, "
+                        "rx, tx_enable, tx_active, led, baud, wdt_ms, meter, state, ...)")
     p.add_argument("--frozen-core", action="store_true",
                    help="the firmware has mbus_core frozen in (manifest.py): do not copy it")
     p.add_argument("--dry-run", action="store_true", help="print every step, touch nothing")

@@ -3,10 +3,13 @@
 import json
 import socket
 import threading
+import time
 
 import pytest
 
 import meterbus
+
+from mbus_core import frame
 
 from tests.hostutil import (TcpSlave, ping, req_ud2, select, send, recv, values, ident,
                             frame_hex, short, SILENCE_TIMEOUT, REPLY_TIMEOUT)
@@ -194,3 +197,53 @@ def test_fault_injection_over_tcp(tcp_factory):
         assert rest[-1] == 0x16 and rest[-2] != sum(body) & 0xFF
     s.stop()
     assert "fault: " in s.log()
+
+
+def _rsp(ser, request):
+    send(ser, request)
+    r = recv(ser, REPLY_TIMEOUT)
+    assert r and r[0] == 0x68, "no RSP_UD to %s: %r" % (frame_hex(request), r)
+    return r
+
+
+def test_scripted_session_link_state_shared_addresses_alarm_live_values(tcp_factory, tmp_path):
+    """Issue 9's scripted session, raw frames over TCP: the read after a set-address
+    carries the new address; three meters at one address all move; a retried REQ_UD1
+    gets the alarm again; a growing counter changes over three `10 7B 01` polls."""
+    counter = {"quantity": "volume", "unit": "l", "type": "int32",
+               "value": {"counter": {"start": 1000, "rate": 10}}}
+    bus = tmp_path / "bus.json"
+    bus.write_text(json.dumps({"meters": [
+        {"address": 1, "id": 11111111, "records": [counter],
+         "alarm": [{"quantity": "error flags", "type": "int8", "value": 1}]},
+        {"address": 3, "id": 33333331}, {"address": 3, "id": 33333332},
+        {"address": 3, "id": 33333333}, {"address": 5, "id": 55555555}]}))
+    s = tcp_factory("--bus", str(bus))
+    with s.master() as ser:
+        assert _rsp(ser, short(0x7B, 5))[5] == 5
+        send(ser, frame.build(frame.LONG, 0x73, 5, 0x51, b"\x01\x7a\x07"))
+        assert recv(ser, REPLY_TIMEOUT) == b"\xe5"
+        moved = _rsp(ser, short(0x7B, 7))   # the same FCB as the read before
+        assert moved[5] == 7 and moved[15] == 1, frame_hex(moved)
+
+        send(ser, frame.build(frame.LONG, 0x53, 3, 0x51, b"\x01\x7a\x09"))
+        assert recv(ser, REPLY_TIMEOUT) == b"\xe5"       # three E5 on the wire: one E5
+        send(ser, short(0x40, 3))
+        assert recv(ser, SILENCE_TIMEOUT) is None, "a meter stayed at address 3"
+        send(ser, short(0x5B, 9))
+        r = recv(ser, REPLY_TIMEOUT)     # all three answer: the wire carries their AND
+        assert r is False or r[7:11] == bytes.fromhex("30333333"), r
+
+        first = _rsp(ser, short(0x7A, 1))               # REQ_UD1: the alarm
+        assert first[4] == 0x08 and first[-6:-2] == bytes.fromhex("01FD1701")
+        assert _rsp(ser, short(0x7A, 1)) == first       # retried: the alarm again
+        send(ser, short(0x5A, 1))
+        assert recv(ser, REPLY_TIMEOUT) == b"\xe5"      # toggled: delivered
+
+        volumes = []
+        for i in range(3):
+            if i:
+                time.sleep(1)
+            r = _rsp(ser, short(0x7B, 1))
+            volumes.append(int.from_bytes(r[21:25], "little"))
+        assert volumes[0] < volumes[1] < volumes[2], volumes

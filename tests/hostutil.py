@@ -13,6 +13,8 @@ import serial
 
 import meterbus
 
+from mbus_tools.check_io import frame_size
+
 START_TIMEOUT = 30     # seconds for the slave to start and print its device
 REPLY_TIMEOUT = 3      # seconds a master waits for an expected reply
 SILENCE_TIMEOUT = 0.5  # seconds a master waits where no reply is expected
@@ -161,19 +163,21 @@ def run_cli(args, timeout=30):
                           timeout=timeout)
 
 
+def usage_error(args, timeout=10):
+    """The one stderr line of a CLI run that must refuse `args` with status 2 at once
+    (AssertionError when it starts serving instead, or says more)."""
+    try:
+        out = run_cli(args, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise AssertionError("mbus-slave %s started instead of refusing" % (args,))
+    assert out.returncode == 2, (out.returncode, out.stderr)
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1, out.stderr
+    assert lines[0].startswith("mbus-slave: error: "), out.stderr
+    return lines[0]
+
+
 # -- a master, with pymeterbus ----------------------------------------------------------
-def _frame_size(data):
-    """Size of the frame at the start of data (0: not known yet, -1: not a frame)."""
-    b = data[0]
-    if b == 0xE5:
-        return 1
-    if b == 0x10:
-        return 5
-    if b == 0x68:
-        return data[1] + 6 if len(data) >= 2 else 0
-    return -1
-
-
 def recv(ser, timeout=None):
     """One frame as bytes; None when nothing came before the deadline; False for a
     broken frame (bad start, checksum or stop byte: several slaves answering at once).
@@ -189,14 +193,14 @@ def recv(ser, timeout=None):
                 break   # the reply stopped before the frame was complete
             continue
         data += chunk
-        size = _frame_size(data)
+        size = frame_size(data)
         if size < 0:
             break
         if size and len(data) >= size:
             break
     if not data:
         return None
-    size = _frame_size(data)
+    size = frame_size(data)
     if size <= 0 or len(data) < size:
         return False
     data = data[:size]
@@ -223,12 +227,12 @@ def send(ser, frame):
 
 
 def req_ud2(ser, address, fcb=None, timeout=None):
-    """REQ_UD2 (FCV clear, or FCV set with the given FCB); returns (telegram decoded by
-    pymeterbus, raw bytes). The telegram is None for replies pymeterbus cannot decode
-    (CI 70 application errors)."""
+    """REQ_UD2: 5B (FCV set, FCB 0: what libmbus and pyMeterBus always send), or with
+    the given FCB; returns (telegram decoded by pymeterbus, raw bytes). The telegram is
+    None for replies pymeterbus cannot decode (CI 70 application errors)."""
     c = 0x5B
     if fcb is not None:
-        c = 0x5B | 0x10 | (0x20 if fcb else 0)
+        c = 0x5B | (0x20 if fcb else 0)
     send(ser, short(c, address))
     data = recv(ser, timeout)
     assert data, "no RSP_UD from address %d (got %r)" % (address, data)

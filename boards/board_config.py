@@ -19,7 +19,8 @@ COMMON = {"uart": 1, "tx": None, "rx": None, "tx_enable": None, "tx_active": 1, 
 KEYS = {"uart": "uart", "tx": "pin", "rx": "pin", "tx_enable": "pin", "tx_active": "bit",
         "led": "pin", "baud": "rate", "wdt_ms": "count", "meter": "text", "state": "text",
         "reply_delay_ms": "count?", "baud_fallback_ms": "count", "address": "count",
-        "id": "count", "hook": "text?", "mem_report": "bit", "mem_every": "count"}
+        "id": "count", "hook": "text?", "mem_report": "bit", "mem_every": "count",
+        "readings_min": "count"}
 MAX = {"address": 250, "id": 99999999}   # a primary address; eight BCD digits
 
 

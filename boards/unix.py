@@ -41,6 +41,8 @@ if _env("MBUS_ADDR") is not None:
     config["address"] = int(_env("MBUS_ADDR"))
 if _env("MBUS_ID") is not None:
     config["id"] = int(_env("MBUS_ID"))
+if _env("MBUS_READINGS_MIN") is not None:   # tests: save the readings this often
+    config["readings_min"] = float(_env("MBUS_READINGS_MIN"))
 
 
 class PtyUART:

@@ -169,7 +169,15 @@ def real_decode(data):
     return struct.unpack("<f", bytes(data))[0]
 
 
+REAL32_MAX = 3.4028234663852886e38  # the largest finite single-precision float
+_INF = float("inf")
+
+
 def real_encode(value):
+    # CPython's struct raises OverflowError beyond the range, MicroPython's sends inf:
+    # check it here, so both say the same. NaN and +-inf themselves are sent as they are.
+    if not -REAL32_MAX <= value <= REAL32_MAX and value == value and abs(value) != _INF:
+        raise ValueError("%r does not fit in real32" % (value,))
     return struct.pack("<f", value)
 
 
@@ -263,7 +271,18 @@ def parse_datetime(value):
     if not (1981 <= y <= 2080 and 0 <= mo <= 12 and 0 <= d <= 31 and 0 <= h <= 23
             and 0 <= mi <= 59 and 0 <= s <= 59):
         raise ValueError("date/time out of range: %r" % (value,))
+    if mo and d > days_in_month(mo, y):  # 0 stays allowed: "not given" in types F/G
+        raise ValueError("no such date: %r (%04d-%02d has %d days)"
+                         % (value, y, mo, days_in_month(mo, y)))
     return y, mo, d, h, mi, s
+
+
+def days_in_month(month, year=2000):
+    """Days of a month 1..12; without a year February has 29 (for dates that repeat)."""
+    if month == 2:
+        leap = year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
+        return 29 if leap else 28
+    return 30 if month in (4, 6, 9, 11) else 31
 
 
 def _y7(y):
@@ -332,7 +351,7 @@ def _month_day(text, what):
         raise ValueError("bad daylight saving %s %r (want MM-DD)" % (what, text))
     m = _num(text, 0, 2)
     d = _num(text, 3, 5)
-    if not (1 <= m <= 12 and 1 <= d <= 31):
+    if not (1 <= m <= 12 and 1 <= d <= days_in_month(m)):
         raise ValueError("daylight saving %s out of range: %r" % (what, text))
     return m, d
 

@@ -21,17 +21,37 @@ class _Ticks:
 class Counter:
     """start + rate * elapsed seconds (or per read without a clock)."""
 
+    wraps = True  # past the range of its record's type it goes on from 0 (record.wrap)
+
     def __init__(self, start=0, rate=1, clock=None):
         self.start = start
         self.rate = rate
         self.ticks = _Ticks(clock)
 
     def value(self):
-        v = self.start + self.rate * self.ticks.now()
+        return self._at(self.ticks.now())
+
+    def _at(self, t):
+        v = self.start + self.rate * t
         if isinstance(v, float) and v == int(v) and isinstance(self.start, int) \
                 and isinstance(self.rate, int):
             return int(v)
         return v
+
+    def reading(self, ahead=0):
+        """The value `ahead` seconds from now (reads without a clock), without advancing:
+        what a state file keeps so that the meter never runs backwards after a restart."""
+        ticks = self.ticks
+        t = ticks.clock() - ticks.t0 if ticks.clock is not None else ticks.reads
+        return self._at(t + ahead)
+
+    def resume(self, value):
+        """Go on counting from a reading kept from an earlier run, never backwards from
+        where the counter stands."""
+        now = self.reading()
+        ahead = value > now if self.rate >= 0 else value < now
+        self.start = value if ahead else now
+        self.ticks = _Ticks(self.ticks.clock)
 
     def samples(self):
         return [self.start, self.rate, self.start + self.rate]

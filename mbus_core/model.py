@@ -4,6 +4,8 @@
 from mbus_core import records as R
 from mbus_core import vif as vt
 from mbus_core import meter as M
+from mbus_core.record import meter_where, _shown
+from mbus_core.capture import capture_hex, is_reply
 from mbus_core.generators import Counter, Wander  # noqa: F401 (part of the model API)
 
 
@@ -16,12 +18,26 @@ METER_KEYS = ("name", "address", "id", "manufacturer", "version", "medium", "sta
               "strict_repeat", "comment", "description")
 RECORD_KEYS = ("quantity", "unit", "value", "type", "function", "storage", "tariff",
                "subunit", "dif", "vif", "vife", "resolution", "name", "comment")
+# record keys whose value is text (hex for dif/vif/vife)
+TEXT_KEYS = ("quantity", "unit", "type", "dif", "vif", "vife", "name", "comment")
 CI_NAMES = (("long", 0x72), ("72", 0x72), ("short", 0x7A), ("7a", 0x7A), ("none", 0x78),
             ("78", 0x78), ("fixed", 0x73), ("73", 0x73))
 
 
+def _what(v):
+    """A JSON value as a message shows it: short, never the whole of a big one."""
+    if v is None or isinstance(v, bool):
+        return "null" if v is None else ("true" if v else "false")
+    if isinstance(v, (list, dict)):
+        return "a list" if isinstance(v, list) else "an object"
+    return _shown(v) if isinstance(v, str) else repr(v)
+
+
 def make_value(spec, clock=None):
     """A constant, a callable, or {"counter": {...}} / {"wander": {...}} -> value source."""
+    if spec is None or isinstance(spec, (bool, list)):
+        raise ValueError("value must be a number, a string or a generator, not %s%s"
+                         % (_what(spec), " (write 1 or 0)" if isinstance(spec, bool) else ""))
     if isinstance(spec, dict):
         if len(spec) != 1:
             raise ValueError("a generator is {\"counter\": {...}} or {\"wander\": {...}}")
@@ -60,10 +76,9 @@ def record_from_config(rc, clock=None):
     for k in rc:
         if k not in RECORD_KEYS:
             raise ValueError("unknown key '%s' (known: %s)" % (k, ", ".join(RECORD_KEYS)))
-    for k in ("storage", "tariff", "subunit"):
-        v = rc.get(k, 0)
-        if not isinstance(v, int) or isinstance(v, bool) or v < 0:
-            raise ValueError("%s must be an integer >= 0" % k)
+    _check_kinds(rc)
+    if "value" not in rc and _has_data(rc):
+        raise ValueError("a record needs a value (a number, a string or a generator)")
     src = make_value(rc.get("value", 0), clock)
     samples = None
     if hasattr(src, "samples"):
@@ -71,7 +86,8 @@ def record_from_config(rc, clock=None):
     elif callable(src):
         samples = [0.001]
     res = rc.get("resolution")
-    if res is not None and (not isinstance(res, (int, float)) or res <= 0):
+    if res is not None and (not isinstance(res, (int, float)) or isinstance(res, bool)
+                            or res <= 0):
         raise ValueError("resolution must be a number > 0")
     return R.make_record(quantity=rc.get("quantity"), unit=rc.get("unit"), value=src,
                          type=rc.get("type"), function=rc.get("function", "instantaneous"),
@@ -79,6 +95,34 @@ def record_from_config(rc, clock=None):
                          subunit=rc.get("subunit", 0), dif=rc.get("dif"),
                          vif=rc.get("vif"), vife=rc.get("vife"), resolution=res,
                          samples=samples, name=rc.get("name"))
+
+
+def _check_kinds(rc):
+    """Each key's JSON kind, so that no TypeError comes from deeper down."""
+    for k in ("storage", "tariff", "subunit"):
+        v = rc.get(k, 0)
+        if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+            raise ValueError("%s must be an integer >= 0" % k)
+    for k in TEXT_KEYS:
+        v = rc.get(k)
+        if v is not None and not isinstance(v, (str, bytes)):
+            raise ValueError("%s must be a string, not %s" % (k, _what(v)))
+    f = rc.get("function", "")
+    if isinstance(f, bool) or not isinstance(f, (str, int)):
+        raise ValueError("function must be a name (instantaneous, maximum, minimum, error), "
+                         "not %s" % _what(f))
+
+
+def _has_data(rc):
+    """Does the record carry a data field (then it needs a value)? Not with type none, a
+    raw DIF of data field 0 or 8, or the filler DIF 2F."""
+    if rc.get("type") == "none":
+        return False
+    dif = rc.get("dif")
+    if dif is None:
+        return True
+    dib = R.parse_hex(dif)
+    return not dib or (dib[0] != 0x2F and (dib[0] & 0x0F) not in (0x0, 0x8))
 
 
 def demo_records(medium):
@@ -121,13 +165,24 @@ def demo_records(medium):
 def _int(cfg, key, lo, hi, default):
     v = cfg.get(key, default)
     if isinstance(v, bool) or not isinstance(v, int):
-        if isinstance(v, str) and v.strip().isdigit():
+        if isinstance(v, str) and _digits(v.strip()):
             v = int(v.strip())
         else:
-            raise ValueError("%s must be an integer %d..%d, got %r" % (key, lo, hi, v))
+            raise ValueError("%s must be an integer %d..%d, got %s" % (key, lo, hi, _what(v)))
     if not lo <= v <= hi:
         raise ValueError("%s must be %d..%d, got %d" % (key, lo, hi, v))
     return v
+
+
+def _digits(s):
+    """Plain ASCII decimal digits only: CPython's isdigit() and int() also take other
+    scripts' digits (Arabic-Indic, fullwidth), MicroPython's do not."""
+    if not s:
+        return False
+    for ch in s:
+        if not "0" <= ch <= "9":
+            return False
+    return True
 
 
 def _bool(cfg, key, where):
@@ -160,7 +215,7 @@ def parse_id(v, key="id"):
         raise ValueError("bad %s %d (want up to 8 decimal digits)" % (key, v))
     if isinstance(v, str):
         s = v.strip()
-        if 1 <= len(s) <= 8 and s.isdigit():
+        if 1 <= len(s) <= 8 and _digits(s):
             return int(s)
     raise ValueError("bad %s %r (want up to 8 decimal digits)" % (key, v))
 
@@ -198,10 +253,7 @@ def parse_medium(v):
                      % (v,))
 
 
-def _where(index, name):
-    if name:
-        return 'meter %d ("%s")' % (index + 1, name)
-    return "meter %d" % (index + 1)
+_where = meter_where
 
 
 def meter_from_config(cfg, index=0, clock=None):
@@ -211,7 +263,8 @@ def meter_from_config(cfg, index=0, clock=None):
     if isinstance(cfg, dict):
         name = cfg.get("name")
         if name is not None and not isinstance(name, str):
-            name = str(name)
+            raise ConfigError("%s: name must be a string, not %s"
+                              % (_where(index, None), _what(name)))
     where = _where(index, name)
     if not isinstance(cfg, dict):
         raise ConfigError("%s: a meter must be an object" % where)
@@ -230,10 +283,10 @@ def meter_from_config(cfg, index=0, clock=None):
                 raise ConfigError("%s: '%s' cannot be used with 'replay' (the identity "
                                   "comes from the telegram)" % (where, k))
         text = cfg["replay"]
-        if isinstance(text, list):
+        if isinstance(text, list) and all(isinstance(t, str) for t in text):
             text = "\n".join(text)
         if not isinstance(text, str):
-            raise ConfigError("%s: replay must be hex text" % where)
+            raise ConfigError("%s: replay must be hex text (or a list of lines)" % where)
         try:
             m = replay_from_hex(text, address)
         except ConfigError as e:
@@ -394,15 +447,14 @@ def parse_frames(text):
 
 
 def replay_from_hex(text, address=None):
-    """Captured RSP_UD telegram(s) as hex text -> a Meter answering them verbatim."""
-    frames = parse_frames(text)
-    apps = []
-    n = 0
-    for f in frames:
-        n += 1
-        if f[0] != 0x68 or len(f) < 9:
-            raise ConfigError("frame %d: a replay needs long frames (68 L L 68 ...)" % n)
-        apps.append(f[6:len(f) - 2])
+    """Captured RSP_UD telegram(s) -> a Meter answering them verbatim. The text is hex, or
+    a trace (libmbus's -d output, mbus-slave --trace): the meter's telegrams are its long
+    frames from a slave; the master's requests and E5s around them are left out."""
+    frames = parse_frames(capture_hex(text))
+    apps = [f[6:len(f) - 2] for f in frames if is_reply(f)]
+    if not apps:
+        raise ConfigError("no telegram from a meter (a long frame 68 L L 68 08 ...) in the "
+                          "capture")
     if address is not None and not (0 <= address <= 250):
         raise ConfigError("address must be 0..250")
     return M.replay_meter(apps, address)

@@ -69,11 +69,11 @@ def encode_data(code, kind, value, pow10=0):
     """The data field bytes for a value. kind: 'num', 'date', 'datetime', 'time', 'text',
     'bin' (bytes or hex, sent as they are), 'lbcd' (LVAR BCD number)."""
     if kind == "bin":
+        if not isinstance(value, (str, bytes, bytearray)):
+            raise ValueError("binary data is hex text")
         raw = parse_hex(value)
         if code == 0x0D:
-            if len(raw) > 16:
-                raise ValueError("binary LVAR longer than 16 bytes")
-            return bytes((0xE0 + len(raw),)) + raw
+            return bytes((_lvar_binary(len(raw)),)) + raw
         n = dt.DATA_LEN[code]
         if code not in (0x0F,) and len(raw) != n:
             raise ValueError("%d bytes given, the data field takes %d" % (len(raw), n))
@@ -118,6 +118,38 @@ def encode_data(code, kind, value, pow10=0):
     raise ValueError("data field %X cannot carry a number" % code)
 
 
+def _lvar_binary(n):
+    """The LVAR byte of n bytes of binary data (EN 13757-3): E0h + n for 0..15 bytes,
+    F0h..FAh for 16..56 bytes in steps of 4."""
+    if n <= 15:
+        return 0xE0 + n
+    if n <= 56 and n % 4 == 0:
+        return 0xEC + n // 4
+    raise ValueError("%d bytes of binary data: an LVAR holds 0..15, or 16..56 in steps "
+                     "of 4" % n)
+
+
+def wrap_range(code):
+    """(lo, hi) a counter of data field `code` counts in before it wraps, or None (real32,
+    LVAR, dates: no register to wrap). BCD: its digits, the top nibble F for the sign."""
+    if code in (0x1, 0x2, 0x3, 0x4, 0x6, 0x7):
+        return dt.int_range(dt.DATA_LEN[code])
+    if code in (0x9, 0xA, 0xB, 0xC, 0xE):
+        n = 2 * dt.DATA_LEN[code]
+        return 1 - 10 ** (n - 1), 10 ** n - 1
+    return None
+
+
+def wrap(raw, lo, hi):
+    """Past hi a counter goes on from 0, as an odometer or a meter's register does (int8:
+    127 + 1 -> 0; bcd8: 99999999 + 1 -> 0); one running down past lo likewise."""
+    if raw > hi:
+        return raw % (hi + 1)
+    if raw < lo:
+        return -((-raw) % (1 - lo))
+    return raw
+
+
 class Record:
     """One record: `head` (DIF..VIFE bytes, incl. a plain-text unit), data field `code`,
     and a value: a constant, a callable, or an object with .value() (a generator).
@@ -131,10 +163,17 @@ class Record:
         self.name = name
         self.source = value
         self.dynamic = callable(value) or hasattr(value, "value")
+        # a counter (a source with .wraps) goes on from 0 past the range of its type, as
+        # a meter's register does, instead of vanishing from the readout
+        self.range = wrap_range(code) if kind == "num" and getattr(value, "wraps", 0) \
+            else None
+        self.wrapped = 0  # 1: it has wrapped, 2: wrap_notes() has reported it
         if not self.dynamic:
             self.encode()  # fail early on a constant that does not fit
         elif hasattr(value, "samples"):
-            for v in value.samples():  # generators: check their range, do not advance
+            # generators: check their range, do not advance (a wrapping counter's start)
+            samples = value.samples()
+            for v in samples[:1] if self.range is not None else samples:
                 encode_data(code, kind, v, pow10)
 
     def current(self):
@@ -146,4 +185,41 @@ class Record:
         return src
 
     def encode(self):
-        return self.head + encode_data(self.code, self.kind, self.current(), self.pow10)
+        if self.range is None:
+            return self.head + encode_data(self.code, self.kind, self.current(), self.pow10)
+        raw = scale_value(self.current(), self.pow10)
+        lo, hi = self.range
+        if not lo <= raw <= hi:
+            raw = wrap(raw, lo, hi)
+            if not self.wrapped:
+                self.wrapped = 1
+        return self.head + encode_data(self.code, "num", raw)
+
+
+def meter_where(index, name):
+    """How messages name a meter: 'meter 1' or 'meter 1 ("heat-1")' (index from 0)."""
+    if name:
+        return 'meter %d ("%s")' % (index + 1, name)
+    return "meter %d" % (index + 1)
+
+
+def wrap_notes(meters):
+    """One line for each counter that wrapped since the last call, naming meter and record
+    like the load errors; each counter once. The core does not log: a host logs these
+    after a readout. Allocates nothing while there is nothing to report (returns ())."""
+    out = ()
+    i = 0
+    while i < len(meters):
+        recs = meters[i].records
+        j = 0
+        while j < len(recs):
+            rec = recs[j]
+            if getattr(rec, "wrapped", 0) == 1:
+                rec.wrapped = 2
+                out += ("%s: record %d: the %s counter left its range %d..%d and went on "
+                        "from 0 (wrapped, as a register does)"
+                        % (meter_where(i, meters[i].name), j + 1, dt.type_name(rec.code),
+                           rec.range[0], rec.range[1]),)
+            j += 1
+        i += 1
+    return out

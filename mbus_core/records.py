@@ -110,6 +110,8 @@ def _fits(code, raw):
 
 
 def _is_whole(v, pow10):
+    if not isinstance(v, (int, float)):  # before v * 10**p: "lots" * 10**6 is a string
+        raise ValueError("value %r is not a number" % (v,))
     if isinstance(v, int):
         return pow10 >= 0 or v % (10 ** -pow10) == 0
     x = v * 10 ** pow10 if pow10 >= 0 else v / (10 ** -pow10)
@@ -221,7 +223,11 @@ def make_record(quantity=None, unit=None, value=0, type=None, function="instanta
             raise ValueError("empty dif")
         if vif is None and (dib[0] & 0x0F) != 0x0F and dib[0] != 0x2F:
             raise ValueError("a raw dif needs a vif")
-        head = dib + (parse_hex(vif) if vif is not None else b"") + extra
+        if (dib[0] & 0x0F) == 0x0F:  # special functions: no VIF, data taken as written
+            head = dib + (parse_hex(vif) if vif is not None else b"") + extra
+        else:
+            _check_ext("dif", dib, 1, MAX_DIFE)
+            head = dib + _ext(parse_hex(vif), extra)
         code = dib[0] & 0x0F
         if dib[0] in (0x0F, 0x1F):
             return Record(head, 0x0F, value, 0, "bin", name)
@@ -240,7 +246,7 @@ def make_record(quantity=None, unit=None, value=0, type=None, function="instanta
         code = _type_code(tname)
         if code < 0:
             raise ValueError("unknown type %r" % tname)
-        head = build_dib(code, fcode, storage, tariff, subunit) + vbytes + extra
+        head = build_dib(code, fcode, storage, tariff, subunit) + _ext(vbytes, extra)
         return _record(head, code, value, _raw_pow(resolution), _kind(tname, value), name)
     if quantity is None:
         raise ValueError("a record needs a quantity (or raw dif/vif)")
@@ -252,11 +258,12 @@ def make_record(quantity=None, unit=None, value=0, type=None, function="instanta
         if len(u) > MAX_TEXT_VIF:
             raise ValueError("unit text too long")
         tname = tname or _default_type(value)
-        code = dt.type_code(tname)
+        code = _type_code(tname)
         if code < 0:
             raise ValueError("unknown type %r" % tname)
-        vb = bytes((0xFC if extra else 0x7C, len(u))) + dt.reverse(u)
-        head = build_dib(code, fcode, storage, tariff, subunit) + vb + extra
+        vb = bytes((0xFC if extra else 0x7C, len(u))) + dt.reverse(u) + _vife_chain(extra)
+        _check_ext("vif", vb, 2 + len(u), MAX_VIFE)
+        head = build_dib(code, fcode, storage, tariff, subunit) + vb
         p = 0
         if resolution is not None:
             p = _raw_pow(resolution)
@@ -310,7 +317,8 @@ def make_record(quantity=None, unit=None, value=0, type=None, function="instanta
     tname = tname or "int32"
     code = dt.type_code(tname)
     if code < 0 or code == 0x0D:
-        raise ValueError("unknown or unsuitable type %r for a number" % tname)
+        raise ValueError("unknown or unsuitable type %r for a number (int8..int64, real32, "
+                         "bcd2..bcd12)" % tname)
     if code == 0x5:
         vbytes, p = _real32_code(fam, upow)
     else:
@@ -328,12 +336,50 @@ def make_record(quantity=None, unit=None, value=0, type=None, function="instanta
 
 
 def _ext(vbytes, extra):
-    """Append VIFE bytes: set the extension bit on the last VIF/VIFE byte."""
-    if not extra:
-        return vbytes
+    """Append VIFE bytes: set the extension bit on the last VIF/VIFE byte. The result is
+    checked as the decoder will read it (a plain-text VIF 7C/FC comes with its text)."""
     b = bytearray(vbytes)
-    b[len(b) - 1] |= 0x80
-    return bytes(b) + extra
+    if extra:
+        b[len(b) - 1] |= 0x80
+    b = bytes(b) + _vife_chain(extra)
+    start = 1
+    if b and (b[0] & 0x7F) == 0x7C:  # plain-text unit: length and text before the VIFEs
+        start = 2 + b[1] if len(b) > 1 else 2
+    _check_ext("vif", b, start, MAX_VIFE)
+    return b
+
+
+def _vife_chain(extra):
+    """Extra VIFEs with the extension bit set on all but the last, as a chain needs."""
+    b = bytearray(extra)
+    i = 0
+    while i < len(b) - 1:
+        b[i] |= 0x80
+        i += 1
+    return bytes(b)
+
+
+def _check_ext(what, b, start, limit):
+    """b[0] and its extension bytes from b[start] on, as decode_records reads them: each
+    byte with bit 7 set is followed by one more, the chain ends with b, and it has at most
+    `limit` extensions (EN 13757-3: 10 DIFEs, 10 VIFEs; the decoder refuses an 11th)."""
+    name = "DIFE" if what == "dif" else "VIFE"
+    if not b or start > len(b):
+        raise ValueError("%s %s is cut short" % (what, dt.hexstr(b)))
+    ext = b[0] & 0x80
+    i = start
+    while ext:
+        if i >= len(b):
+            raise ValueError("%s %s: its last byte has the extension bit (80) set, so a "
+                             "%s must follow" % (what, dt.hexstr(b), name))
+        ext = b[i] & 0x80
+        i += 1
+    if i < len(b):
+        raise ValueError("%s %s: %02X follows a byte without the extension bit (80)"
+                         % (what, dt.hexstr(b), b[i]))
+    if i - start > limit:
+        raise ValueError("%s %s: %d %ss, EN 13757-3 allows at most %d %ss"
+                         % (what, dt.hexstr(b), i - start, name, limit, name))
 
 
 def _record(head, code, value, pow10, kind, name):

@@ -47,10 +47,11 @@ def _baud(text):
 
 
 def _addr(text):
-    try:
-        v = int(text, 0)
-    except ValueError:
+    # plain ASCII decimal only: int() also takes "0x10", "1_0", " 3" and other scripts'
+    # digits ("\u0663"), none of which a user means as an M-Bus address
+    if not (text.isascii() and text.isdigit()):
         raise argparse.ArgumentTypeError("bad primary address %r (want 0..250)" % text)
+    v = int(text)
     if not 0 <= v <= 250:
         raise argparse.ArgumentTypeError("primary address %d out of range (want 0..250)" % v)
     return v
@@ -103,6 +104,25 @@ def _nonneg(text):
     return v
 
 
+# EN 13757-2 has a slave reply within 330 bit times + 50 ms (1.15 s at 300 baud, the
+# slowest rate); masters and gateways give up after a few seconds at most. A longer delay
+# is a typo (microseconds for ms, 1e300): it would hold the run loop (and over TCP every
+# client) for that long. Inside the bound and outside the window: a warning.
+MAX_REPLY_DELAY_MS = 10000
+
+
+def _delay_ms(text):
+    try:
+        v = float(text)
+    except ValueError:
+        v = -1
+    if not 0 <= v <= MAX_REPLY_DELAY_MS:   # also nan and inf
+        raise argparse.ArgumentTypeError(
+            "bad reply delay %r (want 0..%d ms; the EN 13757-2 window ends at 330 bit "
+            "times + 50 ms, 1150 ms at 300 baud)" % (text, MAX_REPLY_DELAY_MS))
+    return v
+
+
 def _clients(text):
     try:
         v = int(text)
@@ -137,15 +157,18 @@ def build_parser():
                    help="parity (default E: M-Bus is 8E1)")
     g.add_argument("--stopbits", type=int, choices=(1, 2), default=None,
                    help="stop bits (default 1)")
-    g.add_argument("--reply-delay", type=_nonneg, default=None, metavar="MS",
-                   help="reply delay in ms after a request (default: 22 bit times, inside "
-                   "the EN 13757-2 window; 0 over TCP)")
+    g.add_argument("--reply-delay", type=_delay_ms, default=None, metavar="MS",
+                   help="reply delay in ms after a request, 0..%d (default: 22 bit times, "
+                   "inside the EN 13757-2 window; 0 over TCP)" % MAX_REPLY_DELAY_MS)
     g.add_argument("--link", default=None, metavar="PATH",
                    help="with --device pty: a symlink to the pty at PATH (removed on exit)")
     g.add_argument("--tcp-idle-timeout", type=_nonneg, default=300.0, metavar="S",
                    help="close TCP clients silent for this long (default 300; 0: never)")
     g.add_argument("--max-clients", type=_clients, default=32, metavar="N",
                    help="TCP connections served at once (default 32); more are closed")
+    g.add_argument("--wire-timing", action="store_true",
+                   help="pty and TCP: send every reply at the line's baud rate and frame "
+                   "format (11 bit times per character at 8E1), as on a real bus")
     g = p.add_argument_group("meter")
     g.add_argument("--addr", type=_addr, default=None, help="primary address (default 3)")
     g.add_argument("--id", type=_ident, default=None, dest="ident",
@@ -173,8 +196,12 @@ def build_parser():
                    help="answer a repeated REQ_UD2 (same FCB) with the last telegram byte "
                    "for byte (default: the same telegram with current values)")
     g.add_argument("--state", default=None, metavar="FILE",
-                   help="keep settings a master changed (address, ID, baud) in FILE; "
-                   "they override the configuration at the next start")
+                   help="keep settings a master changed (address, ID, baud) and the "
+                   "counters' readings in FILE; they override the configuration at the "
+                   "next start")
+    g.add_argument("--readings-every", type=_nonneg, default=10.0, metavar="MIN",
+                   help="with --state: save the counters' readings every MIN minutes "
+                   "(default 10; 0: at exit only)")
     g = p.add_argument_group("output")
     g.add_argument("--log-level", default="info", type=str.lower,
                    choices=("debug", "info", "warning", "error"),
@@ -303,6 +330,11 @@ def _main(argv):
     is_tcp = device.startswith("tcp:")
     if args.link and device != "pty":
         raise UsageError("--link only goes with --device pty")
+    if args.link:
+        from mbus_ports.pty_port import link_problem
+        problem = link_problem(args.link)
+        if problem:
+            raise UsageError("--link %s: %s" % (args.link, problem))
     tcp_addr = None
     if is_tcp:
         from mbus_ports.tcp_server import parse_tcp_device
@@ -317,6 +349,11 @@ def _main(argv):
     # settings a master changed last time win over the configuration
     st = {}
     if args.state:
+        # a device node, a FIFO, a directory or a symlink is never read nor replaced; a
+        # folder that is missing or read-only would lose every change: say so at once
+        problem = _state.check_path(args.state)
+        if problem:
+            raise UsageError("--state %s: %s" % (args.state, problem))
         st = _state.load_state(args.state, warn=log.warning)
         n = _state.apply_state(st, meters, warn=log.warning)
         if n:
@@ -364,12 +401,13 @@ def _main(argv):
                     strict_repeat=True if args.strict_repeat else None) for m in meters]
     bus = Bus(slaves)
     keeper = _host.StateKeeper(args.state, meters, configured_ids,
-                               None if is_tcp else baud)
+                               None if is_tcp else baud, args.readings_every * 60)
     bus.on_change = keeper.on_change
     tracer = _host.Tracer() if args.trace else None
 
-    # SIGINT/SIGTERM: a clean stop (state saved, pty link removed, exit status 0), from
-    # before the device line is printed, so that whoever reads it may stop us at once
+    # SIGINT/SIGTERM/SIGHUP (the terminal or ssh session went away): a clean stop (state
+    # saved, pty link removed, exit status 0), from before the device line is printed, so
+    # that whoever reads it may stop us at once
     stopping = []
     runner = None
 
@@ -379,19 +417,25 @@ def _main(argv):
             runner.stop()
 
     old = {}
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        old[sig] = signal.signal(sig, stop)
+    for name in ("SIGINT", "SIGTERM", "SIGHUP"):
+        sig = getattr(signal, name, None)
+        if sig is not None:
+            old[sig] = signal.signal(sig, stop)
 
     # open the device
     port = server = None
     try:
         if is_tcp:
             from mbus_ports.tcp_server import TcpServer
+            server_cls, paced = TcpServer, {}
+            if args.wire_timing:   # replies paced at the line rate (ports/paced.py)
+                from mbus_ports.paced import PacedTcpServer as server_cls
+                paced = {"parity": parity, "stopbits": stopbits}
             host, tport = tcp_addr
-            server = TcpServer(bus, host, tport, max_clients=args.max_clients,
-                               idle_timeout=args.tcp_idle_timeout, reply_delay_ms=delay,
-                               trace=tracer, baud=baud,
-                               faults=faults_from_args(args, log.info, bus))
+            server = server_cls(bus, host, tport, max_clients=args.max_clients,
+                                idle_timeout=args.tcp_idle_timeout, reply_delay_ms=delay,
+                                trace=tracer, baud=baud,
+                                faults=faults_from_args(args, log.info, bus), **paced)
             if host in ("127.0.0.1", "localhost", "::1"):
                 log.info("Bound to %s only (loopback: this machine); tcp:0.0.0.0:%d or "
                          "tcp:[::]:%d serve every address", server.listen_text(),
@@ -401,7 +445,13 @@ def _main(argv):
             _say("Listening on %s" % server.listen_text())
         elif device == "pty":
             from mbus_ports.pty_port import PtyPort
-            port = PtyPort(link=args.link)
+            port = PtyPort()
+            if args.link:
+                try:
+                    port.make_link(args.link)
+                except OSError as e:   # the path the user named: a usage error
+                    port.close()
+                    return _usage_exit("--link %s: %s" % (args.link, e.strerror or e))
             _say("Point your M-Bus master at %s" % port.name)
             if args.link:
                 log.info("Link %s -> %s", args.link, port.name)
@@ -419,14 +469,26 @@ def _main(argv):
         sys.stderr.write("%s: error: cannot open %s: %s\n" % (PROG, device, e))
         return EXIT_RUNTIME
 
+    if args.wire_timing:
+        from mbus_ports.paced import PacedPort, format_text
+        if device == "pty":
+            port = PacedPort(port, baud, parity, stopbits)
+        if device == "pty" or is_tcp:
+            log.info("Wire timing: replies paced at %s", format_text(baud, parity, stopbits))
+        else:
+            log.info("Wire timing: no effect on %s (a serial port keeps the line rate "
+                     "itself)", device)
+
     if server is not None:
         runner = server
-        server.after_reply = keeper.flush
+        server.after_reply = keeper.after_reply
+        server.on_tick = keeper.tick
     else:
         runner = LineServer(bus, port, baud=baud, reply_delay_ms=delay, trace=tracer,
                             faults=faults_from_args(args, log.info, bus))
         runner.on_baud = keeper.on_baud
-        runner.after_reply = keeper.flush
+        runner.after_reply = keeper.after_reply
+        runner.on_tick = keeper.tick
 
     if stopping:
         runner.stop()   # a signal came while we were starting
@@ -443,7 +505,7 @@ def _main(argv):
         for sig, h in old.items():
             signal.signal(sig, h)
         if args.state:
-            keeper.save()
+            keeper.save(final=True)
         if server is not None:
             server.close()
         else:

@@ -34,6 +34,8 @@ def parse_json(text, path):
         return json.loads(text)
     except ValueError as e:
         raise ConfigError("%s: bad JSON: %s" % (path, e))
+    except RuntimeError:  # CPython's RecursionError: [[[[...]]]] thousands deep
+        raise ConfigError("%s: bad JSON: nested too deeply" % path)
 
 
 def load_config(path):

@@ -8,6 +8,7 @@ import time
 from mbus_core import vif as _vif
 from mbus_core.meter import Meter, manufacturer_text
 from mbus_core.model import meters_from_config, demo_records
+from mbus_core.record import wrap_notes
 from mbus_ports import state as _state
 
 log = logging.getLogger("mbus-slave")
@@ -92,20 +93,28 @@ class StateKeeper:
 
     SAVED_ON = ("address", "id")
 
-    def __init__(self, path, meters, configured_ids, baud=None):
+    def __init__(self, path, meters, configured_ids, baud=None, readings_every=600,
+                 clock=time.monotonic):
         self.path = path
         self.meters = meters
         self.configured_ids = configured_ids
         self.baud = baud
         self.saves = 0
         self.dirty = False
+        # counters' readings: saved every `readings_every` s, each time at their value
+        # 2 x that far ahead, so a crash never makes a meter run backwards (0: at exit only)
+        self.readings_every = readings_every
+        self.clock = clock
+        self._readings_due = clock() + readings_every
 
-    def save(self):
+    def save(self, final=False):
+        """Write the state file; `final` at exit: the counters' readings as they are."""
         if not self.path:
             return
+        ahead = 0 if final else 2 * self.readings_every
         try:
             _state.save_state(self.path, _state.snapshot(self.meters, self.configured_ids,
-                                                         self.baud))
+                                                         self.baud, ahead))
             self.saves += 1
         except OSError as e:
             log.error("cannot save the state to %s: %s", self.path, e)
@@ -120,6 +129,18 @@ class StateKeeper:
         """Save what changed since the last save (called after each reply)."""
         if self.dirty:
             self.dirty = False
+            self.save()
+
+    def after_reply(self):
+        """After each reply: persist what changed, log counters that wrapped (once)."""
+        self.flush()
+        for note in wrap_notes(self.meters):
+            log.warning(note)
+
+    def tick(self):
+        """Called often by the run loop: the periodic save of the readings."""
+        if self.readings_every and self.clock() >= self._readings_due:
+            self._readings_due = self.clock() + self.readings_every
             self.save()
 
     def on_baud(self, rate):

@@ -31,6 +31,7 @@ MIN_DELAY_BITS = 11
 MAX_DELAY_BITS = 330
 BITS_PER_CHAR = 11     # 8E1: start + 8 data + parity + stop
 IDLE_CHARS = 3         # a gap of this many characters ends (drops) a half frame
+WAIT_SLICE_MS = 50     # the reply delay is slept in slices of this, checking stop()
 
 
 def bit_ms(baud, bits):
@@ -88,6 +89,7 @@ class LineServer:
         # callable() after each request's reply has gone out: where a port persists what
         # a master changed, so that a slow write never delays the reply
         self.after_reply = None
+        self.on_tick = None   # callable() once per loop turn (periodic housekeeping)
         self._apply_baud(baud)
 
     def _apply_baud(self, baud):
@@ -117,6 +119,8 @@ class LineServer:
             if self.bus.parser.frames == self._frames_at_switch:
                 self.switch_baud(self._fallback_baud, fallback=False)
             self._fallback_baud = 0
+        if self.on_tick is not None:
+            self.on_tick()
 
     def receive(self, data, n):
         """Feed n received bytes; answer every complete frame."""
@@ -146,9 +150,14 @@ class LineServer:
             if not n:
                 return
         if delay > 0:
-            wait = delay - ticks_diff(ticks_ms(), self._last_rx)
-            if wait > 0:
-                sleep_ms(int(wait))
+            # in slices: stop() (from a signal handler) ends even a long wait at once
+            while self.running:
+                wait = delay - ticks_diff(ticks_ms(), self._last_rx)
+                if wait < 1:
+                    break
+                sleep_ms(int(wait) if wait < WAIT_SLICE_MS else WAIT_SLICE_MS)
+            if not self.running:
+                return   # stopping: no reply after the stop
         out = memoryview(data)[:n]
         self.port.write(out)
         self.port.flush()

@@ -6,12 +6,17 @@
 # master side never see EIO (tolerated anyway), and the raw mode we set stays in place.
 # Baud rate, parity and stop bits mean nothing on a pty; set_baud only records the rate.
 #
-# Parity: Linux ptys cannot carry it (the pty driver clears PARENB), and recent kernels
-# then fail a tcsetattr() that changes nothing else with EINVAL. So a master that opens the
-# pty at 2400 8E1 (pyserial, libmbus) succeeds only when its settings change something the
-# pty keeps, such as the speed. We therefore park the pty's speed at 50 baud (no M-Bus
-# master uses it) whenever a master has set another: every open and every reconfiguration
-# at a real M-Bus speed then changes the speed and goes through.
+# Parity: Linux ptys cannot carry it (pty_set_termios clears PARENB and forces CS8), and
+# some C libraries' tcsetattr() (Debian 12's glibc 2.36-9+deb12u14; upstream glibc and
+# musl only make the TCSETS ioctl, which always succeeds) read the settings back and fail
+# with EINVAL when nothing changed while PARENB did not stick. So a master that opens the pty at 2400 8E1 (pyserial, libmbus) succeeds only when
+# its settings change something the pty keeps, such as the speed. We therefore park the
+# pty's speed at 50 baud (no M-Bus master uses it) whenever a master has set another:
+# every open and every reconfiguration at a real M-Bus speed then changes the speed and
+# goes through. Not so two identical 8E1 settings in a row (libmbus's open at 2400, then
+# its -b 2400 some 10 us later): no slave can re-park in between (measured: under 10 % of
+# such pairs succeed even when woken by TIOCPKT/EXTPROC packet mode), so the README prints
+# libmbus's commands without -b.
 import errno
 import os
 import select
@@ -20,6 +25,19 @@ import tty
 
 PARK_SPEED = getattr(termios, "B50", 1)
 _CBAUD = getattr(termios, "CBAUD", 0)
+
+
+def link_problem(path):
+    """None when a link to the pty can be made at `path` (nothing there, or an old
+    symlink); else what is wrong, in a few words (checked before the pty is opened)."""
+    if os.path.lexists(path) and not os.path.islink(path):
+        return "exists and is not a symlink (not replaced)"
+    folder = os.path.dirname(path) or "."
+    if not os.path.isdir(folder):
+        return "folder %s does not exist" % folder
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return "folder %s is not writable" % folder
+    return None
 
 
 class PtyPort:
@@ -34,7 +52,11 @@ class PtyPort:
         self.link = None
         self.dropped = 0   # reply bytes nobody read (the pty buffer was full)
         if link:
-            self.make_link(link)
+            try:
+                self.make_link(link)
+            except OSError:
+                self.close()
+                raise
 
     def make_link(self, path):
         """A stable name for the pty: a symlink at `path` (replacing an old symlink,
@@ -42,7 +64,7 @@ class PtyPort:
         if os.path.islink(path):
             os.unlink(path)
         elif os.path.exists(path):
-            raise OSError(errno.EEXIST, "exists and is not a symlink", path)
+            raise OSError(errno.EEXIST, "exists and is not a symlink (not replaced)", path)
         os.symlink(self.name, path)
         self.link = path
 

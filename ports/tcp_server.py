@@ -184,6 +184,7 @@ class TcpServer:
         self.trace = trace
         self.baud = baud
         self.after_reply = None   # callable() after a reply went out (LineServer's)
+        self.on_tick = None       # callable() every housekeeping round (50 ms)
         self.running = True
         self._next_housekeeping = 0.0
         self.clients = {}
@@ -226,7 +227,11 @@ class TcpServer:
             self.poll(tick)
 
     def stop(self):
+        """Stop serve_forever (safe from a signal handler): also ends a client's reply
+        delay that is under way."""
         self.running = False
+        for c in list(self.clients.values()):
+            c.line.stop()
 
     def poll(self, timeout):
         try:
@@ -276,6 +281,8 @@ class TcpServer:
                     continue
             if self.idle_timeout and c.idle_for(now) > self.idle_timeout:
                 self._close(c, "no valid frame for %g s; closed" % self.idle_timeout)
+        if self.on_tick is not None:
+            self.on_tick()
 
     def _accept(self):
         try:
@@ -311,6 +318,7 @@ class TcpServer:
                           reply_delay_ms=self.reply_delay_ms, idle_ms=TCP_IDLE_MS,
                           baud_fallback_ms=0, trace=trace, faults=self.faults)
         line.after_reply = self._after_reply
+        line.running = self.running   # accepted while stopping: no reply delay either
         line.on_baud = lambda rate, peer=peer: log.info(
             "client %s: baud rate switched to %d (no effect on TCP)", peer, rate)
         c = _Client(sock, peer, line, port)

@@ -16,13 +16,14 @@ import gc
 import os
 
 try:
-    from time import ticks_ms, ticks_diff, sleep_ms
+    from time import ticks_ms, ticks_diff, ticks_add, sleep_ms
 except ImportError:  # CPython
-    from mbus_ports.line import ticks_ms, ticks_diff, sleep_ms
+    from mbus_ports.line import ticks_ms, ticks_diff, ticks_add, sleep_ms
 
 from mbus_core.bus import Bus
 from mbus_ports.line import LineServer
 from mbus_ports import state as _state
+from mbus_core.record import wrap_notes
 
 BAUD_RATES = (300, 600, 1200, 2400, 4800, 9600, 19200, 38400)
 DEMO = {"name": "demo", "address": 3, "id": 12345678, "manufacturer": "TST", "version": 1,
@@ -101,8 +102,8 @@ def _run_hook(board, meters):
 
 # Needed only to read the meter file: the JSON model, the record codec and its VIF and unit
 # tables. The meters keep what they serve with (mbus_core.record, .generators, .datatypes).
-CONFIG_MODULES = ("mbus_ports.config", "mbus_core.model", "mbus_core.records",
-                  "mbus_core.units", "mbus_core.vif")
+CONFIG_MODULES = ("mbus_ports.config", "mbus_core.model", "mbus_core.capture",
+                  "mbus_core.records", "mbus_core.units", "mbus_core.vif")
 
 
 def unload_config_modules():
@@ -159,6 +160,11 @@ class Firmware:
         baud = _state.state_baud(st, BAUD_RATES) or getattr(board, "BAUD", 2400)
         self.saved = st
         self.dirty = False
+        # counters' readings: saved every readings_min minutes (flash wear: default one
+        # hour), each time at their value two periods ahead so that after a power cut the
+        # meter resumes at or beyond anything a master has read
+        self.readings_s = cfg.get("readings_min", 60) * 60
+        self.readings_due = ticks_add(ticks_ms(), int(self.readings_s * 1000))
         self.bus = Bus(meters)
         self.bus.on_change = self._changed
         unload_config_modules()
@@ -177,10 +183,18 @@ class Firmware:
     def _baud(self, rate):
         self.dirty = True
 
+    def tick(self):
+        """The periodic save of the counters' readings."""
+        # ticks, not self.clock(): a float per loop turn would churn the heap
+        if self.readings_s and ticks_diff(ticks_ms(), self.readings_due) >= 0:
+            self.readings_due = ticks_add(ticks_ms(), int(self.readings_s * 1000))
+            self.persist()
+
     def persist(self):
         """Save the settings when they differ from the saved ones (spares the flash)."""
         self.dirty = False
-        snap = _state.snapshot(self.meters, self.configured, self.line.baud)
+        snap = _state.snapshot(self.meters, self.configured, self.line.baud,
+                               2 * self.readings_s)
         if snap == self.saved:
             return False
         _state.save_state(self.state_path, snap)
@@ -223,8 +237,11 @@ def run(board, steps=0):
                 line.step()
                 if fw.dirty:
                     fw.persist()
+                fw.tick()
                 if line.replies != replies:
                     replies = line.replies
+                    for note in wrap_notes(fw.meters):
+                        log(note)
                     if fw.led is not None:
                         fw.led.value(replies & 1)
                 if line.requests != MEM["requests"]:

@@ -258,3 +258,28 @@ def test_seed_goes_with_fault_too(tmp_path):
 def test_strict_repeat_flag_is_shown(tmp_path):
     s = PtySlave(["--strict-repeat"], tmp_path)
     assert s.stop() == 0 and "Strict repeats" in s.log()
+
+
+def test_replay_of_own_trace_output(tmp_path):
+    """--trace output of one run is a --replay file for the next: same telegram."""
+    s = PtySlave(["--trace", "--meter", "examples/water-meter.json"], tmp_path)
+    try:
+        with s.master() as ser:
+            t, raw = req_ud2(ser, 2)
+    finally:
+        s.stop()
+    out = list(s.seen)
+    while True:   # stdout as a user would save it (the Point... line included)
+        line = s.lines.get(timeout=5)
+        if line is None:
+            break
+        out.append(line)
+    trace = tmp_path / "trace.txt"
+    trace.write_text("\n".join(out) + "\n")
+    s = PtySlave(["--replay", str(trace), "--addr", "2"], tmp_path)
+    try:
+        with s.master() as ser:
+            t2, raw2 = req_ud2(ser, 2)
+    finally:
+        s.stop()
+    assert raw2 == raw

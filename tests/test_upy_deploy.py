@@ -73,16 +73,16 @@ def test_missing_device_is_one_line_exit_1():
     assert "Traceback" not in out.stdout + out.stderr
 
 
-def test_missing_meter_file_is_one_line_exit_1(tmp_path):
+def test_missing_meter_file_is_one_line_exit_2(tmp_path):
     out = run_deploy("--board", "pico", "--meter", str(tmp_path / "nope.json"), "--dry-run")
-    assert out.returncode == 1 and len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1, out.stderr
 
 
-def test_bad_meter_file_is_one_line_exit_1(tmp_path):
+def test_bad_meter_file_is_one_line_exit_2(tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text('{"address": 300}')
     out = run_deploy("--board", "pico", "--meter", str(bad), "--dry-run")
-    assert out.returncode == 1, out.stderr
+    assert out.returncode == 2, out.stderr
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and "address" in lines[0], out.stderr
 

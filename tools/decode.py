@@ -6,6 +6,10 @@
 
 One frame gives one JSON object, several give a JSON list. Bad input: one line on
 stderr and exit status 1; bad arguments: exit status 2.
+
+The output is strict JSON: a real32 NaN or infinity, which JSON cannot carry, is shown as
+the string "NaN", "Infinity" or "-Infinity" (value and raw), and the record gets a "note"
+that says so.
 """
 import argparse
 import json
@@ -20,7 +24,15 @@ C_NAMES = {0x40: "SND_NKE", 0x53: "SND_UD", 0x73: "SND_UD", 0x5A: "REQ_UD1", 0x7
 
 
 def _num(v):
-    if isinstance(v, float) and v == int(v) and abs(v) < 1e15:
+    """A number as strict JSON carries it: whole floats as ints; NaN and +-infinity (a
+    real32 can hold them, JSON cannot) as the strings "NaN", "Infinity", "-Infinity"."""
+    if not isinstance(v, float):
+        return v
+    if v != v:
+        return "NaN"
+    if v in (float("inf"), float("-inf")):
+        return "Infinity" if v > 0 else "-Infinity"
+    if v == int(v) and abs(v) < 1e15:
         return int(v)
     return v
 
@@ -29,6 +41,8 @@ def record_json(r):
     d = r.as_dict()
     d["value"] = _num(d["value"])
     d["raw"] = _num(d["raw"])
+    if isinstance(r.raw, float) and isinstance(d["raw"], str):
+        d["note"] = "real32 %s is not a finite number: shown as a string" % d["raw"]
     return d
 
 
@@ -64,7 +78,10 @@ def decode_text(text):
 
 def main(argv=None):
     p = argparse.ArgumentParser(prog="mbus-decode",
-                                description="Decode wired M-Bus frames (hex) to JSON.")
+                                description="Decode wired M-Bus frames (hex) to JSON.",
+                                epilog="A real32 NaN or infinity is shown as the string "
+                                "\"NaN\", \"Infinity\" or \"-Infinity\", with a \"note\" "
+                                "in its record: the output stays strict JSON.")
     p.add_argument("hex", nargs="*", help="frame bytes in hex (spaces optional)")
     p.add_argument("-f", "--file", help="read the hex from FILE ('-' for stdin)")
     p.add_argument("--compact", action="store_true", help="one-line JSON")
@@ -90,7 +107,8 @@ def main(argv=None):
         sys.stderr.write("mbus-decode: %s: %s\n" % (type(e).__name__, e))
         return 1
     try:
-        json.dump(result, sys.stdout, indent=None if args.compact else 2, ensure_ascii=False)
+        json.dump(result, sys.stdout, indent=None if args.compact else 2, ensure_ascii=False,
+                  allow_nan=False)  # strict JSON: _num() has turned NaN and inf into text
         sys.stdout.write("\n")
         sys.stdout.flush()
     except BrokenPipeError:  # e.g. piped into head

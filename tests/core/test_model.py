@@ -169,7 +169,8 @@ def test_many_records_split_into_telegrams():
 
 def test_callable_values():
     box = [1.25]
-    m = model.meter_from_config({"records": [{"quantity": "volume", "unit": "m3"}]})
+    m = model.meter_from_config({"records": [{"quantity": "volume", "unit": "m3",
+                                               "value": 0}]})
     m2 = model.meter_from_config({"records": [{"quantity": "volume", "unit": "m3",
                                                 "value": lambda: box[0]}]})
     assert records_of(m)[0].value == 0

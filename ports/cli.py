@@ -8,7 +8,7 @@ import sys
 import time
 
 from mbus_core.bus import Bus
-from mbus_core.model import ConfigError, parse_medium
+from mbus_core.codec.model import ConfigError, parse_medium
 from mbus_core.slave import Slave, BAUD_RATES
 from mbus_ports import config as _config
 from mbus_ports import host as _host

@@ -1,9 +1,9 @@
 # Meter files for the CLI and the MicroPython firmware. Runtime-neutral (json only; no
 # os.path, no f-strings): the file is read here, the description is turned into meters by
-# mbus_core.model, and every error comes back as one ConfigError line that names the file.
+# mbus_core.codec.model, and every error comes back as one ConfigError line that names the file.
 import json
 
-from mbus_core.model import ConfigError, meters_from_config, replay_from_hex
+from mbus_core.codec.model import ConfigError, meters_from_config, replay_from_hex
 
 
 def read_text(path):

@@ -5,10 +5,10 @@ import random
 import sys
 import time
 
-from mbus_core import vif as _vif
+from mbus_core.codec import vif as _vif
 from mbus_core.meter import Meter, manufacturer_text
-from mbus_core.model import meters_from_config, demo_records
-from mbus_core.record import wrap_notes
+from mbus_core.codec.model import meters_from_config, demo_records
+from mbus_core.live_record import wrap_notes
 from mbus_ports import state as _state
 
 log = logging.getLogger("mbus-slave")

@@ -23,7 +23,7 @@ except ImportError:  # CPython
 from mbus_core.bus import Bus
 from mbus_ports.line import LineServer
 from mbus_ports import state as _state
-from mbus_core.record import wrap_notes
+from mbus_core.live_record import wrap_notes
 
 BAUD_RATES = (300, 600, 1200, 2400, 4800, 9600, 19200, 38400)
 DEMO = {"name": "demo", "address": 3, "id": 12345678, "manufacturer": "TST", "version": 1,
@@ -59,7 +59,7 @@ def load_meters(path, clock=None):
     """Meters from the JSON meter file (mbus_ports.config, as on CPython); the demo meter
     when the file is missing or wrong (a headless board keeps answering; the error is
     logged as one line)."""
-    from mbus_core.model import meters_from_config
+    from mbus_core.codec.model import meters_from_config
     try:
         os.stat(path)
     except OSError:
@@ -101,9 +101,9 @@ def _run_hook(board, meters):
 
 
 # Needed only to read the meter file: the JSON model, the record codec and its VIF and unit
-# tables. The meters keep what they serve with (mbus_core.record, .generators, .datatypes).
-CONFIG_MODULES = ("mbus_ports.config", "mbus_core.model", "mbus_core.capture",
-                  "mbus_core.records", "mbus_core.units", "mbus_core.vif")
+# tables. The meters keep what they serve with (mbus_core.live_record, .generators, .datatypes).
+CONFIG_MODULES = ("mbus_ports.config", "mbus_core.codec.model", "mbus_core.codec.capture",
+                  "mbus_core.codec.records", "mbus_core.codec.units", "mbus_core.codec.vif")
 
 
 def unload_config_modules():

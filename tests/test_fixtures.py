@@ -5,8 +5,8 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from mbus_core import records as R
-from mbus_core import model
+from mbus_core.codec import records as R
+from mbus_core.codec import model
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 FRAMES = os.path.join(HERE, "fixtures", "libmbus-frames")

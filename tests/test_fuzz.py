@@ -12,8 +12,8 @@ import os
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from mbus_core import frame
-from mbus_core import records as R
-from mbus_core import model
+from mbus_core.codec import records as R
+from mbus_core.codec import model
 from mbus_core.bus import Bus
 from mbus_core.meter import Meter
 from tests.core.mbus_testutil import demo_meter, h, many_records_meter, feed_cuts as feed

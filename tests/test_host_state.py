@@ -99,7 +99,7 @@ f.close()
 w = []
 assert load_state(p, w.append) == {} and len(w) == 1
 from ports.config import load_meters
-from mbus_core.model import ConfigError
+from mbus_core.codec.model import ConfigError
 f = open(TMP + "/m.json", "w")
 f.write('{"address": 5, "id": 11112222, "medium": "water"}')
 f.close()

@@ -38,9 +38,13 @@ def test_core_tests_pass_on_micropython():
     assert int(m.group(1)) == count_core_tests()
 
 
+CORE_FILES = sorted(glob.glob(os.path.join(ROOT, "mbus_core", "*.py"))
+                    + glob.glob(os.path.join(ROOT, "mbus_core", "codec", "*.py")))
+
+
 def shipped_files():
     """Everything that goes onto a board: the core (and the MicroPython port files)."""
-    files = glob.glob(os.path.join(ROOT, "mbus_core", "*.py"))
+    files = CORE_FILES[:]
     for pattern in ("ports/upy_*.py", "boards/*.py"):
         files += glob.glob(os.path.join(ROOT, pattern))
     return sorted(f for f in files if not f.endswith("__init__.py") or "mbus_core" in f)
@@ -56,8 +60,7 @@ def test_mpy_cross_compiles(path, tmp_path):
 ALLOWED = {"struct", "micropython", "mbus_core"}
 
 
-@pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(ROOT, "mbus_core", "*.py"))),
-                         ids=os.path.basename)
+@pytest.mark.parametrize("path", CORE_FILES, ids=lambda p: os.path.relpath(p, ROOT))
 def test_core_imports_nothing_else(path):
     import ast
     with open(path) as f:

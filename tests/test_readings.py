@@ -7,7 +7,7 @@ import time
 
 from mbus_core.generators import Counter
 from mbus_core.meter import Meter
-from mbus_core.model import meters_from_config
+from mbus_core.codec.model import meters_from_config
 from mbus_ports.state import apply_state, snapshot
 
 from tests.hostutil import TcpSlave, req_ud2, values

@@ -6,8 +6,8 @@ from decimal import Decimal
 
 import pytest
 
-from mbus_core import model
-from mbus_core import records as R
+from mbus_core.codec import model
+from mbus_core.codec import records as R
 
 meterbus = pytest.importorskip("meterbus")
 pymbusparser = pytest.importorskip("pymbusparser")

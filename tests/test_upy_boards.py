@@ -218,10 +218,10 @@ def test_config_modules_unloaded_and_generated_values_still_served(tmp_path):
     meter["address"] = 3
     log, out, state = run_board(tmp_path, "pico", files={"meter.json": json.dumps(meter)})
     modules = json.loads([ln for ln in out.splitlines() if ln.startswith("MODULES ")][0][8:])
-    for name in ("mbus_core.model", "mbus_core.records", "mbus_core.vif", "mbus_core.units",
+    for name in ("mbus_core.codec.model", "mbus_core.codec.records", "mbus_core.codec.vif", "mbus_core.codec.units",
                  "mbus_ports.config"):
         assert name not in modules
-    assert "mbus_core.record" in modules and "mbus_core.generators" in modules
+    assert "mbus_core.live_record" in modules and "mbus_core.generators" in modules
     writes = [e[1] for e in log if e[0] == "write"]
     first = bytes.fromhex(writes[0])
     assert first[6] == 0x72 and first[7:11] == bytes.fromhex("89674523")  # ID 23456789

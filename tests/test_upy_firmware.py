@@ -202,7 +202,7 @@ def test_set_primary_address_persists_across_restart(tmp_path):
 
 
 HOOK = '''
-from mbus_core.records import make_record
+from mbus_core.codec.records import make_record
 
 def flaky():
     raise OSError("sensor not answering")

@@ -2,8 +2,8 @@
 # rules, each problem in words), and a telegram as the checks see it (EN 13757-3).
 from mbus_core import datatypes as dt
 from mbus_core import frame as F
-from mbus_core import records as R
-from mbus_core import vif as vt
+from mbus_core.codec import records as R
+from mbus_core.codec import vif as vt
 from mbus_tools.check_io import hexs
 
 SND_NKE = 0x40

@@ -86,6 +86,10 @@ class Exchange:
         self.baud = baud
         self.data = b""
         self.first_ms = None
+        # how much longer the write took than the request's own time on the wire: the
+        # master may have been descheduled there, so the request may have ended that much
+        # before first_ms counts from (a reply is only called early beyond this doubt)
+        self.doubt_ms = 0.0
         self.chunks = []
         self.parity_errors = []
 
@@ -194,9 +198,13 @@ class Line:
         """Send frame; collect the reply (wait: seconds for its first byte)."""
         try:
             self.ser.reset_input_buffer()
+            start = time.monotonic()
             self._write(frame, parity)
             t0 = time.monotonic()
-            return self._receive(Exchange(label, frame, self.baud), t0, wait)
+            x = Exchange(label, frame, self.baud)
+            wire = len(frame) * self.char_s() if self.kind == "serial" else 0.0
+            x.doubt_ms = max(0.0, (t0 - start - wire) * 1000)
+            return self._receive(x, t0, wait)
         except (serial.SerialException, OSError, termios.error) as e:
             raise LineError("%s: %s" % (self.device, _reason(e)))
 

@@ -89,7 +89,7 @@ def _outside(replies, net):
         lo, hi = window_ms(x.baud)
         if net:
             hi += len(x.sent) * 11000.0 / x.baud
-        if x.first_ms < lo and not net:
+        if x.first_ms + x.doubt_ms < lo and not net:
             early.append(x)
         elif x.first_ms > hi:
             late.append(x)

@@ -15,8 +15,8 @@ import argparse
 import json
 import sys
 
-from mbus_core import model
-from mbus_core import records as R
+from mbus_core.codec import model
+from mbus_core.codec import records as R
 
 C_NAMES = {0x40: "SND_NKE", 0x53: "SND_UD", 0x73: "SND_UD", 0x5A: "REQ_UD1", 0x7A: "REQ_UD1",
            0x5B: "REQ_UD2", 0x7B: "REQ_UD2", 0x08: "RSP_UD", 0x18: "RSP_UD", 0x28: "RSP_UD",

@@ -30,7 +30,8 @@ BOARDS = ("pico", "esp32", "generic")
 
 # The port files a board needs (ports/ -> lib/mbus_ports/), in import order.
 PORT_FILES = ("line.py", "state.py", "config.py", "upy_uart.py", "upy_firmware.py")
-LIB_DIRS = ("lib", "lib/mbus_core", "lib/mbus_ports", "lib/mbus_boards")
+LIB_DIRS = ("lib", "lib/mbus_core", "lib/mbus_core/codec", "lib/mbus_ports",
+            "lib/mbus_boards")
 BOARD_LOADER = "board_config.py"   # every board file reads /board.json with it
 
 
@@ -47,9 +48,10 @@ def shipped_files(board, frozen_core=False):
     root, ports, boards = source_root()
     out = []
     if not frozen_core:
-        for path in sorted(glob.glob(os.path.join(root, "mbus_core", "*.py"))):
-            name = os.path.basename(path)
-            out.append(("mbus_core/" + name, "mbus_core/" + name))
+        for sub in ("mbus_core", "mbus_core/codec"):
+            for path in sorted(glob.glob(os.path.join(root, sub, "*.py"))):
+                name = sub + "/" + os.path.basename(path)
+                out.append((name, name))
     for name in PORT_FILES:
         out.append((ports + "/" + name, "mbus_ports/" + name))
     for name in (BOARD_LOADER, board + ".py"):

@@ -1,6 +1,6 @@
 # Replays from what people actually have: libmbus's -d output, mbus-slave --trace lines,
 # hex with comments. The meter's telegrams are the long frames a slave sent.
-from mbus_core import model
+from mbus_core.codec import model
 from mbus_testutil import h, raises
 
 RSP = "68 18 18 68 08 03 72 78 56 34 12 74 52 01 00 00 00 00 00 02 FD 49 D2 04 02 16 C8 01 57 16"

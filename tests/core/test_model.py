@@ -1,8 +1,8 @@
 # Meter model tests: plain functions, run by pytest and by `micropython tests/upy_run.py`.
 import json
 
-from mbus_core import model
-from mbus_core import records as R
+from mbus_core.codec import model
+from mbus_core.codec import records as R
 from mbus_testutil import raises
 from mbus_core.meter import Meter
 

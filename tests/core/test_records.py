@@ -1,8 +1,8 @@
 # Record codec tests: plain functions, run by pytest and by `micropython tests/upy_run.py`.
 from mbus_core import datatypes as dt
-from mbus_core import records as R
+from mbus_core.codec import records as R
 from mbus_testutil import raises
-from mbus_core import vif as vt
+from mbus_core.codec import vif as vt
 
 
 def h(text):

@@ -1,9 +1,9 @@
 # Meter-file validation (issue 16): every mistake is one ConfigError line naming meter and
 # record, never a TypeError/OverflowError; counters wrap like real registers.
 # Plain functions, run by pytest and by `micropython tests/upy_run.py`.
-from mbus_core import model
-from mbus_core import records as R
-from mbus_core import record as RC
+from mbus_core.codec import model
+from mbus_core.codec import records as R
+from mbus_core import live_record as RC
 from mbus_testutil import raises
 
 WHERE = 'meter 1 ("m1"): record 2: '

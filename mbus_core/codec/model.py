@@ -1,11 +1,11 @@
 # Meter descriptions (dicts, as parsed from JSON by the caller) -> mbus_core.meter.Meter.
 # Values come from constants, callables or small generators; time only from an injected
 # clock callable. No I/O here: the port reads the file and adds its name to errors.
-from mbus_core import records as R
-from mbus_core import vif as vt
+from mbus_core.codec import records as R
+from mbus_core.codec import vif as vt
 from mbus_core import meter as M
-from mbus_core.record import meter_where, _shown
-from mbus_core.capture import capture_hex, is_reply
+from mbus_core.live_record import meter_where, _shown
+from mbus_core.codec.capture import capture_hex, is_reply
 from mbus_core.generators import Counter, Wander  # noqa: F401 (part of the model API)
 
 

@@ -6,10 +6,10 @@
 #   decode_records(data) -> [Decoded]   the record area after the header
 #   decode_user_data(app_data) -> dict  from the CI byte on (72, 7A, 78, 73, 70)
 from mbus_core import datatypes as dt
-from mbus_core.record import (parse_hex, scale_value, encode_data, Record,  # noqa: F401
+from mbus_core.live_record import (parse_hex, scale_value, encode_data, Record,  # noqa: F401
                                _round)
-from mbus_core import vif as vt
-from mbus_core import units as ut
+from mbus_core.codec import vif as vt
+from mbus_core.codec import units as ut
 
 FUNCTIONS = (("instantaneous", 0), ("maximum", 1), ("minimum", 2), ("error", 3),
              ("instant", 0), ("actual", 0), ("max", 1), ("min", 2), ("value during error", 3))

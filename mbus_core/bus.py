@@ -23,7 +23,9 @@ class Bus:
     def __init__(self, meters):
         self.parser = _frame.FrameParser()
         self.slaves = []
-        self._by_address = [[] for _ in range(251)]
+        # primary address -> its first slave (index + 1, 16 bits little endian; 0: none);
+        # each slave's _next_here continues the chain. 502 bytes, not 251 lists.
+        self._first = bytearray(2 * 251)
         self.tx = bytearray(_frame.MAX_FRAME)
         self.reply = self.tx
         self.reply_len = 0
@@ -38,9 +40,8 @@ class Bus:
     def add(self, meter_or_slave):
         s = meter_or_slave if isinstance(meter_or_slave, Slave) else Slave(meter_or_slave)
         s.on_change = self._changed
-        s._indexed_at = s.meter.address
         self.slaves.append(s)
-        self._by_address[s.meter.address].append(s)
+        self._reindex()
         return s
 
     def _changed(self, slave, what):
@@ -51,12 +52,19 @@ class Bus:
             self.on_change(slave, what)
 
     def _reindex(self):
+        """Chain the slaves of each address, in bus order (the last one first)."""
         self._moved = False
-        for s in self.slaves:
-            if s._indexed_at != s.meter.address:
-                self._by_address[s._indexed_at].remove(s)
-                s._indexed_at = s.meter.address
-                self._by_address[s._indexed_at].append(s)
+        first = self._first
+        for i in range(len(first)):
+            first[i] = 0
+        i = len(self.slaves)
+        while i > 0:
+            s = self.slaves[i - 1]
+            a = 2 * s.meter.address
+            s._next_here = first[a] | (first[a + 1] << 8)
+            first[a] = i & 0xFF
+            first[a + 1] = i >> 8
+            i -= 1
 
     def idle(self):
         self.parser.idle()
@@ -76,42 +84,46 @@ class Bus:
 
     def _dispatch(self, p):
         a = p.a
+        answers = 0
         if a <= 250:
-            targets = self._by_address[a]
-            network = False
-        elif a == ADDR_BROADCAST or a == ADDR_SILENT:
-            targets = self.slaves
-            network = False
-        elif a == ADDR_NETWORK:
-            targets = self.slaves
-            # selection frames go to every meter; anything else to the selected ones
-            network = not (p.kind != _frame.SHORT and (p.ci == CI_SELECT or p.ci == CI_SELECT_MSB)
-                           and p.c & 0x0F == 0x03)
+            i = self._first[2 * a] | (self._first[2 * a + 1] << 8)
+            while i:
+                s = self.slaves[i - 1]
+                i = s._next_here
+                answers += self._offer(s, p, answers)
+        elif a == ADDR_BROADCAST or a == ADDR_SILENT or a == ADDR_NETWORK:
+            # to 253: selection frames go to every meter, anything else to the selected
+            network = a == ADDR_NETWORK and not (
+                p.kind != _frame.SHORT and (p.ci == CI_SELECT or p.ci == CI_SELECT_MSB)
+                and p.c & 0x0F == 0x03)
+            for s in self.slaves:
+                if not network or s.selected:
+                    answers += self._offer(s, p, answers)
         else:
             return  # 251, 252: reserved
-        answers = 0
-        for s in targets:
-            if network and not s.selected:
-                continue
-            n = s.handle(p)
-            if s.new_baud:
-                self.new_baud = s.new_baud
-                s.new_baud = 0
-            if not n:
-                continue
-            self.responder = s
-            if answers == 0:
-                self.reply = s.reply
-                self.reply_len = n
-            else:
-                self._overlap(s.reply, n)
-            answers += 1
         if self._moved:
             self._reindex()
         if answers > 1:
             self.collisions += 1
         if a == ADDR_SILENT:
             self.reply_len = 0
+
+    def _offer(self, s, p, answers):
+        """Let slave s act on the frame; 1 when it answered (its reply goes onto the wire
+        with those before: the AND of them)."""
+        n = s.handle(p)
+        if s.new_baud:
+            self.new_baud = s.new_baud
+            s.new_baud = 0
+        if not n:
+            return 0
+        self.responder = s
+        if answers == 0:
+            self.reply = s.reply
+            self.reply_len = n
+        else:
+            self._overlap(s.reply, n)
+        return 1
 
     def _overlap(self, other, n):
         tx = self.tx

@@ -47,38 +47,40 @@ def manufacturer_text(code):
     return chr(((code >> 10) & 0x1F) + 64) + chr(((code >> 5) & 0x1F) + 64) + chr((code & 0x1F) + 64)
 
 
-def bcd_from_int(value, nbytes):
-    """Decimal number -> BCD as an int (12345678 -> 0x12345678)."""
-    if value < 0 or value >= 10 ** (2 * nbytes):
+def put_bcd(value, buf, pos, nbytes):
+    """Write a decimal number as nbytes of BCD, least significant byte first, into buf.
+    Small ints only (two digits at a time): no allocation on 32-bit MicroPython, where
+    an 8-digit BCD value as one int would pass 2^30."""
+    if value < 0:
+        raise ValueError("BCD values are not negative")
+    i = 0
+    while i < nbytes:
+        pair = value % 100   # not divmod: its tuple is an allocation
+        value //= 100
+        buf[pos + i] = ((pair // 10) << 4) | (pair % 10)
+        i += 1
+    if value:
         raise ValueError("value does not fit in %d BCD digits" % (2 * nbytes))
-    out = 0
-    shift = 0
-    while value:
-        out |= (value % 10) << shift
-        value //= 10
-        shift += 4
-    return out
 
 
-def int_from_bcd(bcd):
-    out = 0
-    mul = 1
-    while bcd:
-        d = bcd & 0xF
-        if d > 9:
-            raise ValueError("not BCD")
-        out += d * mul
-        mul *= 10
-        bcd >>= 4
-    return out
+def bcd_bytes_value(buf, pos, nbytes):
+    """The decimal value of nbytes of BCD at buf[pos:] (least significant first), or -1
+    when a nibble is not a decimal digit."""
+    value = 0
+    i = nbytes - 1
+    while i >= 0:
+        b = buf[pos + i]
+        if b & 0x0F > 9 or b >> 4 > 9:
+            return -1
+        value = value * 100 + (b >> 4) * 10 + (b & 0x0F)
+        i -= 1
+    return value
 
 
-def record_key(rec, start=0, end=-1):
-    """The DIB and VIB of an encoded record without the data-field bits and the data.
-
-    Returns (key_end, data_start): the record's DIF..VIFE run ends at key_end; plain-text
-    VIF units (7C/FC) are part of the key. Used for selective readout.
-    """
+def key_end(rec, start=0, end=-1):
+    """Where the DIB and VIB of the encoded record at rec[start:] end (its data starts):
+    the DIF..VIFE run, plain-text VIF units (7C/FC) included. One int, no tuple: the
+    SND_UD walk runs under the heap lock too."""
     if end < 0:
         end = len(rec)
     i = start
@@ -89,7 +91,7 @@ def record_key(rec, start=0, end=-1):
         ext = rec[i] & 0x80
         i += 1
     if i >= end:
-        return i, i
+        return i
     vif = rec[i]
     i += 1
     if (vif & 0x7F) == 0x7C and i < end:
@@ -99,6 +101,13 @@ def record_key(rec, start=0, end=-1):
     while ext and i < end:
         ext = rec[i] & 0x80
         i += 1
+    return i
+
+
+def record_key(rec, start=0, end=-1):
+    """(key_end, data_start) of the record at rec[start:]: both where its DIB and VIB
+    end (see key_end)."""
+    i = key_end(rec, start, end)
     return i, i
 
 
@@ -119,8 +128,8 @@ def selects(sel, rec):
     if s_dib != _dib_end(rec, 0):
         return False
     any_vif = s_dib < len(sel) and sel[s_dib] & 0x7F == 0x7E
-    end = s_dib if any_vif else record_key(sel, 0)[0]
-    if not any_vif and end != record_key(rec, 0)[0]:
+    end = s_dib if any_vif else key_end(sel, 0)
+    if not any_vif and end != key_end(rec, 0):
         return False
     i = 1
     while i < end:
@@ -142,6 +151,7 @@ class Meter:
             raise ValueError("primary address must be 0..250")
         if ci not in (CI_LONG, CI_SHORT, CI_NONE, CI_FIXED):
             raise ValueError("reply CI must be 72, 7A, 78 or 73")
+        self.id_bytes = bytearray(4)    # the ID as sent: 4 BCD bytes, least significant first
         self.id = id
         self.manufacturer = manufacturer_code(manufacturer)
         self.version = version & 0xFF
@@ -149,10 +159,12 @@ class Meter:
         self.address = address
         self.status = status & 0xFF
         self.signature = signature & 0xFFFF
+        self.fab_bytes = bytearray(4)
         self.fabrication = fabrication
         self.ci = ci
         self.name = name
         # CI 73: (unit1, counter1, unit2, counter2) with unit codes per EN 13757-3 annex
+        self._fixed_bcd = bytearray(8)
         self.fixed = fixed
         # how the slave answers a repeated REQ_UD2 (same FCB): the last telegram byte for
         # byte (True) or the same telegram with current values (False; see Slave)
@@ -167,14 +179,47 @@ class Meter:
         self.last_sum = 0        # byte sum of what write_telegram wrote last
         self._dynamic = True    # rebuild the area on the next fresh readout
         self.errors = 0         # value callbacks that raised while encoding
-        self.id_raw = None      # replayed identity bytes that need not be valid BCD
         self._flagged = False   # we set the temporary-error status bit
 
-    # -- identity --------------------------------------------------------------
-    def id_bcd(self):
-        if self.id_raw is not None:
-            return self.id_raw
-        return bcd_from_int(self.id, 4)
+    # -- identity: kept as the bytes a telegram carries ------------------------------
+    @property
+    def id(self):
+        return self._id
+
+    @id.setter
+    def id(self, value):
+        if not 0 <= value <= 99999999:
+            raise ValueError("id must have at most 8 decimal digits")
+        self._id = value
+        put_bcd(value, self.id_bytes, 0, 4)
+
+    def set_raw_id(self, raw):
+        """A replayed identity: 4 captured bytes, valid BCD or not."""
+        for k in range(4):
+            self.id_bytes[k] = raw[k]
+        value = bcd_bytes_value(raw, 0, 4)
+        self._id = value if value >= 0 else 0
+
+    @property
+    def fabrication(self):
+        return self._fabrication
+
+    @fabrication.setter
+    def fabrication(self, value):
+        if value is not None:
+            put_bcd(value, self.fab_bytes, 0, 4)
+        self._fabrication = value
+
+    @property
+    def fixed(self):
+        return self._fixed
+
+    @fixed.setter
+    def fixed(self, value):
+        self._fixed = value
+        if value is not None:
+            put_bcd(value[1], self._fixed_bcd, 0, 4)
+            put_bcd(value[3], self._fixed_bcd, 4, 4)
 
     def header_len(self):
         ci = self.ci
@@ -293,12 +338,12 @@ class Meter:
         pos += 1
         total = ci
         if ci == CI_LONG:
-            ident = self.id_bcd()
+            ident = self.id_bytes
             man = self.manufacturer
-            b0 = ident & 0xFF
-            b1 = (ident >> 8) & 0xFF
-            b2 = (ident >> 16) & 0xFF
-            b3 = (ident >> 24) & 0xFF
+            b0 = ident[0]
+            b1 = ident[1]
+            b2 = ident[2]
+            b3 = ident[3]
             buf[pos] = b0
             buf[pos + 1] = b1
             buf[pos + 2] = b2
@@ -323,24 +368,22 @@ class Meter:
         return pos + n - start
 
     def _write_fixed(self, buf, pos, access):
-        unit1, value1, unit2, value2 = self.fixed or (0, 0, 0, 0)
-        ident = self.id_bcd()
+        fixed = self._fixed
+        unit1 = fixed[0] if fixed is not None else 0
+        unit2 = fixed[2] if fixed is not None else 0
+        ident = self.id_bytes
+        counters = self._fixed_bcd   # the two counters' BCD bytes, laid out when set
         i = 0
         while i < 4:
-            buf[pos + i] = (ident >> (8 * i)) & 0xFF
+            buf[pos + i] = ident[i]
+            buf[pos + 8 + i] = counters[i]
+            buf[pos + 12 + i] = counters[4 + i]
             i += 1
         buf[pos + 4] = access & 0xFF
         buf[pos + 5] = self.status & 0x7F  # bit 7 clear: counters in BCD
         medium = self.medium & 0x0F
         buf[pos + 6] = (unit1 & 0x3F) | ((medium & 0x03) << 6)
         buf[pos + 7] = (unit2 & 0x3F) | ((medium & 0x0C) << 4)
-        c1 = bcd_from_int(value1, 4)
-        c2 = bcd_from_int(value2, 4)
-        i = 0
-        while i < 4:
-            buf[pos + 8 + i] = (c1 >> (8 * i)) & 0xFF
-            buf[pos + 12 + i] = (c2 >> (8 * i)) & 0xFF
-            i += 1
         return pos + 16
 
 
@@ -367,13 +410,10 @@ def replay_meter(app_datas, address=None):
         raise ValueError("no telegram to replay")
     found = _captured_identity(app_datas[0])
     raw, man, version, medium = found if found is not None else (None, 0, 0, 0)
-    try:
-        ident = int_from_bcd(raw) if raw is not None else 0
-    except ValueError:
-        ident = 0
-    m = Meter(id=ident, manufacturer=man & 0x7FFF, version=version, medium=medium,
+    m = Meter(id=0, manufacturer=man & 0x7FFF, version=version, medium=medium,
               address=0 if address is None else address)
     m.manufacturer = man  # keep the captured bytes exactly, even the top bit
-    m.id_raw = raw        # the captured ID bytes, valid BCD or not
+    if raw is not None:   # the captured ID bytes, valid BCD or not
+        m.set_raw_id(bytes((raw & 0xFF, (raw >> 8) & 0xFF, (raw >> 16) & 0xFF, raw >> 24)))
     m.replay = [bytes(a) for a in app_datas]
     return m

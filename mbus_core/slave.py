@@ -9,8 +9,7 @@ except ImportError:  # CPython
 
 from mbus_core import frame as _frame
 from mbus_core.datatypes import DATA_LEN, lvar_length
-from mbus_core.meter import (CI_ERROR, bcd_from_int, int_from_bcd, record_key,
-                             manufacturer_text)
+from mbus_core.meter import CI_ERROR, bcd_bytes_value, key_end, manufacturer_text
 
 # C field (master to slave)
 SND_NKE = const(0x40)
@@ -42,6 +41,16 @@ ERR_PREMATURE_END = const(0x04)
 ERR_BUSY = const(0x08)
 
 BAUD_RATES = (300, 600, 1200, 2400, 4800, 9600, 19200, 38400)
+
+# SND_UD commands acted on (Slave.last_command)
+_CMD_RESET = const(1)
+_CMD_GLOBAL = const(2)
+_CMD_SELECTION = const(3)
+_CMD_ADDRESS = const(4)
+_CMD_ID = const(5)
+_CMD_IDENTITY = const(6)
+_CMD_BAUD = const(7)
+_CMD_TEXT = (None, "application reset", "global readout", "selective readout")
 
 
 class Slave:
@@ -79,12 +88,34 @@ class Slave:
         self.on_change = None       # callable(slave, what) for settings to persist
         self.new_baud = 0           # set after acknowledging a baud switch
         self._error = -1            # application error to report on the next REQ_UD2
-        self.last_command = None    # short text of the last SND_UD acted on (for logs)
+        self._cmd = 0               # the last SND_UD acted on (_CMD_*), for last_command
+        self._cmd_arg = 0           # and its number (old address, baud rate)
         self.reset_link()
 
     @property
     def address(self):
         return self.meter.address
+
+    @property
+    def last_command(self):
+        """A short text of the last SND_UD acted on, for logs (made when asked: the core
+        formats nothing while serving)."""
+        cmd = self._cmd
+        m = self.meter
+        if cmd == _CMD_ADDRESS:
+            return "primary address %d -> %d" % (self._cmd_arg, m.address)
+        if cmd == _CMD_IDENTITY:
+            return "identity %08d %s %d %d" % (m.id, manufacturer_text(m.manufacturer),
+                                               m.version, m.medium)
+        if cmd == _CMD_ID:
+            return "id %08d" % m.id
+        if cmd == _CMD_BAUD:
+            return "baud rate %d" % self._cmd_arg
+        return _CMD_TEXT[cmd] if cmd else None
+
+    def _did(self, cmd, arg=0):
+        self._cmd = cmd
+        self._cmd_arg = arg
 
     # -- link state --------------------------------------------------------------------
     # EN 13757-2: the FCB counts on every frame with FCV set. A REQ_UD1/REQ_UD2 with the
@@ -98,11 +129,14 @@ class Slave:
         self._cur = -1              # telegram index of that reply (-1: not a telegram)
         self._next = 0              # next telegram of a multi-telegram readout
 
-    def invalidate(self):
+    def invalidate(self, records=True):
         """A command changed what a telegram carries (address, identity, reset,
-        selection of records): no repeat of an old telegram, a fresh readout next."""
+        selection of records): no repeat of an old telegram, a fresh readout next.
+        records=False: the records stay as they are laid out (address and identity
+        are written into every telegram anew)."""
         self.reset_link()
-        self.meter.invalidate()
+        if records:
+            self.meter.invalidate()
 
     def _repeat(self, c, func):
         """Note the FCB of a frame; True when it repeats the last request of this kind."""
@@ -218,13 +252,9 @@ class Slave:
         if e - s < 8:
             return False
         meter = self.meter
-        ident = meter.id_bcd()
+        ident = meter.id_bytes
         for k in range(4):
-            b = d[s + (3 - k if msb_first else k)]
-            mine = (ident >> (8 * k)) & 0xFF
-            if (b & 0x0F) != 0x0F and (b & 0x0F) != (mine & 0x0F):
-                return False
-            if (b & 0xF0) != 0xF0 and (b & 0xF0) != (mine & 0xF0):
+            if not _bcd_match(d[s + (3 - k if msb_first else k)], ident[k]):
                 return False
         m_lo = d[s + (5 if msb_first else 4)]
         m_hi = d[s + (4 if msb_first else 5)]
@@ -238,17 +268,12 @@ class Slave:
             return False
         if e - s >= 14 and d[s + 8] == 0x0C and d[s + 9] == 0x78:
             # enhanced selection: fabrication number (8 BCD digits, nibble wildcards)
-            fab = meter.fabrication
+            fab = meter.fab_bytes
             for k in range(4):
                 b = d[s + 10 + k]
                 if b == 0xFF:
                     continue
-                if fab is None:
-                    return False
-                mine = (bcd_from_int(fab, 4) >> (8 * k)) & 0xFF
-                if (b & 0x0F) != 0x0F and (b & 0x0F) != (mine & 0x0F):
-                    return False
-                if (b & 0xF0) != 0xF0 and (b & 0xF0) != (mine & 0xF0):
+                if meter.fabrication is None or not _bcd_match(b, fab[k]):
                     return False
         return True
 
@@ -274,9 +299,10 @@ class Slave:
             return self._ack() if was or p.a != ADDR_NETWORK else 0
         if ci == CI_RESET:
             self._error = -1
+            selected = self.meter.selection is not None
             self.meter.selection = None
-            self.invalidate()
-            self.last_command = "application reset"
+            self.invalidate(records=selected)
+            self._did(_CMD_RESET)
             self._notify("reset")
             return self._ack()
         if CI_BAUD_FIRST <= ci <= CI_BAUD_FIRST + 7:
@@ -284,7 +310,7 @@ class Slave:
                 self._error = ERR_UNSPECIFIED
             else:
                 self.new_baud = BAUD_RATES[ci - CI_BAUD_FIRST]
-                self.last_command = "baud rate %d" % self.new_baud
+                self._did(_CMD_BAUD, self.new_baud)
                 self._notify("baud")
             return self._ack()
         if ci == CI_DATA_SEND:
@@ -307,65 +333,64 @@ class Slave:
                 continue
             if dif == 0x7F:  # global readout: everything, all storages and tariffs
                 selection = None
+                selected = meter.selection is not None
                 meter.selection = None
-                self.invalidate()
-                self.last_command = "global readout"
+                self.invalidate(records=selected)
+                self._did(_CMD_GLOBAL)
                 i += 1
                 continue
             if dif & 0x0F == 0x0F:  # manufacturer specific data: not ours to parse
                 break
-            key_end = record_key(d, i, e)[0]
-            if key_end > e:
+            data_at = key_end(d, i, e)
+            if data_at > e:
                 self._error = ERR_PREMATURE_END
                 return
             field = dif & 0x0F
             if field == 0x08:  # selection for readout
                 if selection is None:
                     selection = []
-                selection.append(bytes(d[i:key_end]))
-                i = key_end
+                selection.append(bytes(d[i:data_at]))
+                i = data_at
                 continue
             size = DATA_LEN[field]
             if field == 0x0D:  # LVAR: text, BCD or binary of the length it gives
-                if key_end >= e:
+                if data_at >= e:
                     self._error = ERR_PREMATURE_END
                     return
-                kind, size = lvar_length(d[key_end])
+                kind, size = lvar_length(d[data_at])
                 if kind is None:
                     self._error = ERR_UNSPECIFIED  # a reserved LVAR: cannot walk on
                     return
                 size += 1
-            if key_end + size > e:
+            if data_at + size > e:
                 self._error = ERR_PREMATURE_END
                 return
-            self._write_record(d, i, key_end, size)
-            i = key_end + size
+            self._write_record(d, i, data_at, size)
+            i = data_at + size
         if selection is not None:
             meter.selection = selection
             self.invalidate()
-            self.last_command = "selective readout"
+            self._did(_CMD_SELECTION)
             self._notify("selection")
 
-    def _write_record(self, d, i, key_end, size):
-        """Act on one record of a CI 51 data send (DIF at d[i], data at d[key_end:])."""
+    def _write_record(self, d, i, data_at, size):
+        """Act on one record of a CI 51 data send (DIF at d[i], data at d[data_at:])."""
         dif = d[i]
         field = dif & 0x0F
-        if dif & 0x80 or key_end != i + 2:
+        if dif & 0x80 or data_at != i + 2:
             vif = -1  # DIFEs (storage, tariff) or VIFEs: none of the settings we know
         else:
             vif = d[i + 1]
-        value = 0
-        if vif == 0x7A or vif == 0x79:
-            for k in range(size - 1, -1, -1):
-                value = (value << 8) | d[key_end + k]
+        # bytes, never one int of the whole field: 8 digits of BCD pass 2^30, which
+        # allocates on 32-bit MicroPython
         if vif == 0x7A and field == 0x01:
-            self._set_address(value)
+            self._set_address(d[data_at])
         elif vif == 0x7A and field == 0x09:
-            self._set_address(_bcd_or(value, -1))
+            self._set_address(bcd_bytes_value(d, data_at, 1))
         elif vif == 0x79 and field == 0x0C:
-            self._set_identity(value, None)
+            self._set_identity(d, data_at, False)
         elif vif == 0x79 and field == 0x07:
-            self._set_identity(value & 0xFFFFFFFF, value >> 32)
+            self._set_identity(d, data_at, True)
         else:
             # Not writable here, set date/time (04 6D) included: the meter has no clock
             # of its own to set, so the master learns it from a CI 70 error.
@@ -377,27 +402,26 @@ class Slave:
             return
         old = self.meter.address
         self.meter.address = address
-        self.invalidate()
-        self.last_command = "primary address %d -> %d" % (old, address)
+        self.invalidate(records=False)
+        self._did(_CMD_ADDRESS, old)
         self._notify("address")
 
-    def _set_identity(self, id_bcd, rest):
-        ident = _bcd_or(id_bcd, -1)
+    def _set_identity(self, d, at, full):
+        """Set ID (4 BCD bytes at d[at:]) and with `full` manufacturer, version, medium."""
+        ident = bcd_bytes_value(d, at, 4)
         if self.read_only or ident < 0:
             self._error = ERR_UNSPECIFIED
             return
         meter = self.meter
         meter.id = ident
-        meter.id_raw = None
-        self.invalidate()
-        if rest is not None:
-            meter.manufacturer = rest & 0xFFFF
-            meter.version = (rest >> 16) & 0xFF
-            meter.medium = (rest >> 24) & 0xFF
-            self.last_command = "identity %08d %s %d %d" % (
-                ident, manufacturer_text(meter.manufacturer), meter.version, meter.medium)
+        self.invalidate(records=False)
+        if full:
+            meter.manufacturer = d[at + 4] | (d[at + 5] << 8)
+            meter.version = d[at + 6]
+            meter.medium = d[at + 7]
+            self._did(_CMD_IDENTITY)
         else:
-            self.last_command = "id %08d" % ident
+            self._did(_CMD_ID)
         self._notify("id")
 
     def _notify(self, what):
@@ -405,9 +429,8 @@ class Slave:
             self.on_change(self, what)
 
 
-def _bcd_or(value, default):
-    try:
-        return int_from_bcd(value)
-    except ValueError:
-        return default
-
+def _bcd_match(b, mine):
+    """A selection byte against ours: each nibble equal, or F (any digit)."""
+    if b & 0x0F != 0x0F and b & 0x0F != mine & 0x0F:
+        return False
+    return b & 0xF0 == 0xF0 or b & 0xF0 == mine & 0xF0

@@ -271,7 +271,6 @@ def _meters(args):
         m.address = args.addr
     if args.ident is not None:
         m.id = args.ident
-        m.id_raw = None
     if args.manuf:
         from mbus_core.meter import manufacturer_code
         m.manufacturer = manufacturer_code(args.manuf)

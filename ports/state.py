@@ -12,7 +12,7 @@
 import json
 import os
 
-from mbus_core.meter import manufacturer_code
+from mbus_core.meter import manufacturer_code, manufacturer_text
 
 try:
     import sys as _sys
@@ -241,15 +241,15 @@ def save_state(path, state):
 
 # -- meters <-> state ----------------------------------------------------------------------
 def _man_text(code):
-    if code & 0x8000:
-        return code
-    out = ""
-    for shift in (10, 5, 0):
-        v = (code >> shift) & 0x1F
-        if not 1 <= v <= 26:
-            return code
-        out += chr(v + 64)
-    return out
+    """The three letters of a manufacturer code, or the code itself where letters do not
+    give it back (a replayed header's raw code: top bit set, or a letter beyond A..Z)."""
+    text = manufacturer_text(code)
+    try:
+        if manufacturer_code(text) == code:
+            return text
+    except ValueError:
+        pass
+    return code
 
 
 def meter_state(meter, configured_id, ahead=0):
@@ -337,8 +337,6 @@ def apply_state(state, meters, warn=None):
             continue
         differs = (address, ident, man, version, medium) != (m.address, m.id, m.manufacturer,
                                                              m.version, m.medium)
-        if ident != m.id:
-            m.id_raw = None
         m.address = address
         m.id = ident
         m.manufacturer = man

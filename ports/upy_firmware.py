@@ -1,9 +1,11 @@
 # The firmware a MicroPython board runs (main.py: `import mbus_boards.pico as board`,
 # `from mbus_ports.upy_firmware import run; run(board)`).
 #
-# run(board): builds the meter(s) from the JSON meter file on the board's filesystem (the
-# same format as on CPython; a demo meter when the file is missing), applies the settings a
-# master changed earlier (mbus_ports.state), serves the line with the shared LineServer,
+# run(board): builds the meter(s) from the compiled meter file on the board's filesystem
+# (/meter.mbus.json, which mbus-deploy makes on the host: no codec on the board; see
+# load_meters for a hand-written /meter.json; a demo meter when there is none), applies
+# the settings a master changed earlier (mbus_ports.state), serves the line with the
+# shared LineServer,
 # persists new settings after the reply went out (atomically: temp file, rename), feeds
 # the watchdog, and keeps serving through any exception (logged, short pause, go on).
 #
@@ -13,7 +15,7 @@
 #   that attaches value callbacks (default "sensors", optional); "reply_delay_ms";
 #   "mem_report": 1 prints the memory report after start (and "mem_every" N requests).
 import gc
-import os
+import json
 
 try:
     from time import ticks_ms, ticks_diff, ticks_add, sleep_ms
@@ -21,13 +23,22 @@ except ImportError:  # CPython
     from mbus_ports.line import ticks_ms, ticks_diff, ticks_add, sleep_ms
 
 from mbus_core.bus import Bus
+from mbus_core.compiled import CompiledError, Stamp, meters_from_compiled
 from mbus_ports.line import LineServer
 from mbus_ports import state as _state
 from mbus_core.live_record import wrap_notes
 
 BAUD_RATES = (300, 600, 1200, 2400, 4800, 9600, 19200, 38400)
-DEMO = {"name": "demo", "address": 3, "id": 12345678, "manufacturer": "TST", "version": 1,
-        "medium": "water"}
+# the demo meter ({"name": "demo", "address": 3, "id": 12345678, "manufacturer": "TST",
+# "version": 1, "medium": "water"}), compiled: a volume counter and a constant flow
+DEMO = {"mbus_compiled": 1, "meters": [{
+    "address": 3, "name": "demo", "id": 12345678, "manufacturer": "TST", "medium": 7,
+    "records": [{"head": "0413", "code": 4, "pow10": 3, "counter": [123.456, 0.001]},
+                "043D05000000"]}]}
+COMPILED = ".mbus.json"
+# the serving loop collects once this many bytes were allocated since the last collection,
+# so the heap in use never goes far past what the firmware keeps (see mem_report)
+GC_SLACK = 8192
 
 # memory figures of the running firmware (bytes): see mem_report()
 MEM = {"start": 0, "free": 0, "peak": 0, "requests": 0, "errors": 0, "line": None}
@@ -55,22 +66,90 @@ class Clock:
         return self.s
 
 
-def load_meters(path, clock=None):
-    """Meters from the JSON meter file (mbus_ports.config, as on CPython); the demo meter
-    when the file is missing or wrong (a headless board keeps answering; the error is
-    logged as one line)."""
-    from mbus_core.codec.model import meters_from_config
+def compiled_path(path):
+    """The compiled meter file that goes with a meter file: /meter.json -> /meter.mbus.json
+    (a path that is one already stays as it is)."""
+    if path.endswith(COMPILED):
+        return path
+    return (path[:-5] if path.endswith(".json") else path) + COMPILED
+
+
+def _stamp(path):
+    """Stamp().value() of a file's bytes, or None when there is no such file."""
     try:
-        os.stat(path)
+        f = open(path, "rb")
     except OSError:
-        log("no meter file %s: serving the demo meter" % path)
-        return meters_from_config(DEMO, clock)
+        return None
+    s = Stamp()
+    try:
+        while True:
+            chunk = f.read(256)
+            if not chunk:
+                break
+            s.add(chunk)
+    finally:
+        f.close()
+    return s.value()
+
+
+def load_meters(path, clock=None):
+    """The meters, without the codec: from the compiled file beside the meter file `path`
+    (/meter.json -> /meter.mbus.json, made on the host by mbus-deploy). The meter file
+    itself (a meter description, edited by hand) is read only where it is not the one the
+    compiled file was made from and the board has the codec (mbus-deploy --codec); it is
+    then compiled on the board, for the next start. Anything missing or wrong: one line
+    in the log, and the compiled file, else the demo meter (a headless board keeps
+    answering)."""
+    cpath = compiled_path(path)
+    src = None if cpath == path else _stamp(path)
+    doc = None
+    try:
+        f = open(cpath)
+        try:
+            doc = json.load(f)
+        finally:
+            f.close()
+    except OSError:
+        if src is None:
+            log("no meter file %s: serving the demo meter" % cpath)
+    except ValueError as e:
+        log("%s: bad JSON: %s" % (cpath, e))
+    if src is not None and (doc is None or doc.get("source") != src):
+        meters = _from_description(path, cpath, src, clock,
+                                   "the demo meter" if doc is None else cpath)
+        if meters is not None:
+            return meters
+    if doc is not None:
+        try:
+            return meters_from_compiled(doc, clock)
+        except CompiledError as e:
+            log("%s: %s; serving the demo meter" % (cpath, e))
+    return meters_from_compiled(DEMO, clock)
+
+
+def _from_description(path, cpath, src, clock, instead):
+    """A meter description read with the codec (mbus_ports.config, as on CPython) and
+    compiled to `cpath`; None (logged) when this board has no codec or the file is wrong."""
     try:
         from mbus_ports.config import load_meters as _load
-        return _load(path, clock)
+        from mbus_core.codec.compile import compile_meters
+    except ImportError as e:
+        log("%s: this board has no codec to read a meter description (%s); compile it on "
+            "the host (mbus-deploy --meter FILE); serving %s" % (path, e, instead))
+        return None
+    try:
+        doc = compile_meters(_load(path, clock), src)
     except Exception as e:  # ConfigError (one line, names the file), MemoryError
-        log("%s; serving the demo meter" % e)
-    return meters_from_config(DEMO, clock)
+        log("%s; serving %s" % (e, instead))
+        return None
+    finally:
+        unload_config_modules()
+    try:
+        _state.save_state(cpath, doc)
+        log("compiled %s to %s" % (path, cpath))
+    except OSError as e:
+        log("cannot write %s: %s" % (cpath, _err(e)))
+    return meters_from_compiled(doc, clock)
 
 
 def _cfg(board):
@@ -100,10 +179,12 @@ def _run_hook(board, meters):
             log("hook %s.setup: %s" % (name, _err(e)))
 
 
-# Needed only to read the meter file: the JSON model, the record codec and its VIF and unit
-# tables. The meters keep what they serve with (mbus_core.live_record, .generators, .datatypes).
-CONFIG_MODULES = ("mbus_ports.config", "mbus_core.codec.model", "mbus_core.codec.capture",
-                  "mbus_core.codec.records", "mbus_core.codec.units", "mbus_core.codec.vif")
+# Needed only to read a meter description on the board (mbus-deploy --codec): the JSON
+# model, the record codec and its VIF and unit tables, the compiler. The meters keep what
+# they serve with (mbus_core.live_record, .generators, .datatypes).
+CONFIG_MODULES = ("mbus_ports.config", "mbus_core.codec.compile", "mbus_core.codec.model",
+                  "mbus_core.codec.capture", "mbus_core.codec.records",
+                  "mbus_core.codec.units", "mbus_core.codec.vif", "mbus_core.codec")
 
 
 def unload_config_modules():
@@ -150,7 +231,6 @@ class Firmware:
             meters[0].address = cfg["address"]
         if "id" in cfg:
             meters[0].id = cfg["id"]
-            meters[0].id_raw = None
         _run_hook(board, meters)
         self.meters = meters
         self.configured = [m.id for m in meters]
@@ -226,6 +306,8 @@ def run(board, steps=0):
     MEM["free"] = gc.mem_free()
     MEM["peak"] = MEM["start"]
     MEM["line"] = line
+    if hasattr(gc, "threshold"):
+        gc.threshold(GC_SLACK)
     log("serving %d meter(s) (%s) at %d baud" % (len(fw.meters), fw.describe(), line.baud))
     if cfg.get("mem_report"):
         mem_report()

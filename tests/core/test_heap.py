@@ -78,3 +78,95 @@ def test_heap_lock_really_locks():
     finally:
         micropython.heap_unlock()
     assert failed
+
+
+# -- 32-bit targets: IDs up to 99999999, every request type, 250 meters ----------------
+def _frames():
+    from mbus_core import frame
+    from mbus_core.meter import manufacturer_code
+
+    def long(c, a, ci, data=b""):
+        return frame.build(frame.LONG, c, a, ci, data)
+    man = manufacturer_code(0x7FFE)
+    sel = h("99 99 99 99") + bytes((man & 0xFF, man >> 8)) + h("FF FF")
+    return (h("10 40 01 41 16"), h("10 7B 01 7C 16"), h("10 7B 01 7C 16"),
+            h("10 5B 01 5C 16"), h("10 7A 01 7B 16"), h("10 5A 01 5B 16"),
+            long(0x73, 0xFD, 0x52, sel), h("10 7B FD 78 16"), h("10 40 FD 3D 16"),
+            long(0x53, 1, 0x51, h("01 7A FA")), long(0x73, 250, 0x51, h("01 7A 01")),
+            long(0x53, 1, 0x51, h("0C 79 98 99 99 99")),
+            long(0x73, 1, 0x51, h("0C 79 99 99 99 99")),
+            long(0x53, 1, 0x50), long(0x53, 1, 0xBB), long(0x53, 1, 0x33),
+            h("10 5B FE 59 16"), h("10 5B FF 5A 16"), h("10 40 FE 3E 16"))
+
+
+BIG_FRAMES = None
+ALARM = h("02 FD 17 01 00")
+
+
+def _big_bus():
+    from mbus_core.meter import Meter
+    ms = [Meter(address=1 + i % 250, id=99999999 - i, manufacturer=0x7FFE - i,
+                version=255, medium=255, records=[h("0C 13 99 99 99 99"), h("02 FD 49 D2 04")],
+                fabrication=99999999 - i)
+          for i in range(250)]
+    return Bus(ms)
+
+
+def _serve_all(bus, frames, total):
+    for data in frames:
+        bus.slaves[0].meter.alarm = ALARM
+        n = len(data)
+        pos = 0
+        while pos < n or bus.parser.pending:
+            pos = bus.feed(data, pos, n)
+            total[0] += bus.reply_len
+        bus.idle()
+
+
+def test_heap_locked_large_ids_every_request_type():
+    global BIG_FRAMES
+    if BIG_FRAMES is None:
+        BIG_FRAMES = _frames()
+    bus = _big_bus()
+    total = [0]
+    _serve_all(bus, BIG_FRAMES, total)
+    _serve_all(bus, BIG_FRAMES, total)
+    before = total[0]
+    if LOCK:
+        micropython.heap_lock()
+    try:
+        for _ in range(3):
+            _serve_all(bus, BIG_FRAMES, total)
+    finally:
+        if LOCK:
+            micropython.heap_unlock()
+    assert total[0] > before
+    assert bus.slaves[0].meter.address == 1 and bus.slaves[0].meter.id == 99999999
+
+
+def test_no_integer_on_the_hot_path_passes_2_to_the_30():
+    # 32-bit MicroPython keeps ints below 2^30 unboxed; a larger one is a heap object.
+    # CPython can watch every local of the core while it serves (sys.settrace).
+    if sys.implementation.name != "cpython":
+        return
+    bus = _big_bus()
+    frames = _frames()
+    _serve_all(bus, frames, [0])   # warm up (telegram layout may use what it likes)
+    big = []
+
+    def tracer(frame, event, arg):
+        if "mbus_core" not in frame.f_code.co_filename:
+            return tracer
+        values = list(frame.f_locals.items())
+        if event == "return":
+            values.append(("return value", arg))
+        for name, v in values:
+            if type(v) is int and not -(1 << 30) <= v < (1 << 30):
+                big.append((frame.f_code.co_name, name, v))
+        return tracer
+    sys.settrace(tracer)
+    try:
+        _serve_all(bus, frames, [0])
+    finally:
+        sys.settrace(None)
+    assert big == [], big[:5]

@@ -26,8 +26,8 @@ class Bus:
         # primary address -> its first slave (index + 1, 16 bits little endian; 0: none);
         # each slave's _next_here continues the chain. 502 bytes, not 251 lists.
         self._first = bytearray(2 * 251)
-        self.tx = bytearray(_frame.MAX_FRAME)
-        self.reply = self.tx
+        self.tx = None          # where overlapping replies are ANDed: from a 2nd slave on
+        self.reply = b""
         self.reply_len = 0
         self.responder = None   # the slave that answered (the last of several)
         self.new_baud = 0
@@ -41,6 +41,8 @@ class Bus:
         s = meter_or_slave if isinstance(meter_or_slave, Slave) else Slave(meter_or_slave)
         s.on_change = self._changed
         self.slaves.append(s)
+        if len(self.slaves) > 1 and self.tx is None:
+            self.tx = bytearray(_frame.MAX_FRAME)
         self._reindex()
         return s
 

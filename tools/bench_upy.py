@@ -137,6 +137,12 @@ def heap_figures(n):
     out = {}
     gc.collect()
     m0 = gc.mem_alloc()
+    empty = Bus([])
+    gc.collect()
+    out["empty_bus_heap"] = gc.mem_alloc() - m0
+    del empty
+    gc.collect()
+    m0 = gc.mem_alloc()
     m = meter(1, 10)
     gc.collect()
     m1 = gc.mem_alloc()

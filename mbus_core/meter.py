@@ -144,7 +144,8 @@ class Meter:
 
     def __init__(self, id=12345678, manufacturer="TST", version=1, medium=0, address=0,
                  records=None, status=0, signature=0, fabrication=None, ci=CI_LONG,
-                 max_data=MAX_USER_DATA, fixed=None, name=None, strict_repeat=False):
+                 max_data=MAX_USER_DATA, fixed=None, name=None, strict_repeat=False,
+                 security=None):
         if not 0 <= id <= 99999999:
             raise ValueError("id must have at most 8 decimal digits")
         if not 0 <= address <= 250:
@@ -169,6 +170,11 @@ class Meter:
         # how the slave answers a repeated REQ_UD2 (same FCB): the last telegram byte for
         # byte (True) or the same telegram with current values (False; see Slave)
         self.strict_repeat = strict_repeat
+        # OMS security (mbus_core.security.Security, mode 5 or 7; CI 72 only), or None
+        if security is not None and ci != CI_LONG:
+            raise ValueError("an encrypted meter needs the long header (CI 72)")
+        self.security = security
+        self._tail = b""        # an encrypted meter's records sent in clear (see _layout)
         self.records = list(records) if records is not None else []
         self.replay = None      # list of captured application data (from CI), or None
         self.selection = None   # selective readout: list of encoded selection records
@@ -276,6 +282,15 @@ class Meter:
         """Split the records into telegrams: one bytes object each, ready to copy; every
         telegram but the last ends with DIF 1F (more records follow)."""
         room = self._max_data - self.header_len()
+        sec = self.security
+        if sec is not None:  # whole 16-byte blocks, AFL and 2F 2F first
+            self._tail = b""
+            if sec.clear and len(parts) > sec.clear:  # the last records in clear, after
+                tail = b"".join(parts[-sec.clear:])    # the blocks of the last telegram
+                if sec.record_room(room - len(tail)) >= 14:
+                    self._tail = tail
+                    parts = parts[:-sec.clear]
+            room = sec.record_room(room - len(self._tail))
         telegrams = []
         current = []
         used = 0
@@ -321,6 +336,10 @@ class Meter:
             end = self._write_fixed(buf, pos + 1, access)
             self.last_sum = byte_sum(buf, pos, end)
             return end - pos
+        if self.security is not None:  # the encrypted part (mbus_core.security)
+            return self.security.write(self, buf, pos, access, self._telegrams[index],
+                                       self._tail if index == len(self._telegrams) - 1
+                                       else b"")
         return self._write_variable(buf, pos, ci, access, self._telegrams[index],
                                     self._sums[index])
 
@@ -330,6 +349,8 @@ class Meter:
         ci = self.ci if self.ci != CI_FIXED else CI_LONG
         buf[pos] = ci
         data = self.alarm
+        if self.security is not None:  # encrypted as the RSP_UD to REQ_UD2 is
+            return self.security.write(self, buf, pos, access, data)
         return self._write_variable(buf, pos, ci, access, data, byte_sum(data, 0, len(data)))
 
     def _write_variable(self, buf, pos, ci, access, records, records_sum):

@@ -9,6 +9,7 @@ import time
 
 from mbus_core.bus import Bus
 from mbus_core.codec.model import ConfigError, parse_medium
+from mbus_core.codec import model as _model
 from mbus_core.slave import Slave, BAUD_RATES
 from mbus_ports import config as _config
 from mbus_ports import host as _host
@@ -192,6 +193,11 @@ def build_parser():
                    help="what CI 56 means to the meters (default deselect)")
     g.add_argument("--read-only", action="store_true",
                    help="refuse address, ID and baud changes from masters")
+    g.add_argument("--security", type=int, choices=(0, 5, 7), default=None, metavar="MODE",
+                   help="OMS security: 5 (profile A, AES-128-CBC) or 7 (profile B: KDF, "
+                   "AFL with message counter and CMAC); 0: none; needs --key")
+    g.add_argument("--key", default=None, metavar="HEX",
+                   help="the meter's AES-128 key, 32 hex digits (with --security)")
     g.add_argument("--strict-repeat", action="store_true",
                    help="answer a repeated REQ_UD2 (same FCB) with the last telegram byte "
                    "for byte (default: the same telegram with current values)")
@@ -239,6 +245,10 @@ def _meters(args):
                  if getattr(args, k) is not None]
     if args.seed is not None and args.random_meters is None and not args.fault:
         raise UsageError("--seed only goes with --random-meters or --fault")
+    if (args.security is not None or args.key is not None) and \
+            (args.bus or args.random_meters or args.replay):
+        raise UsageError("--security/--key apply to one meter (--meter or the demo meter); "
+                         "on a bus, set \"security\" in the file")
     if args.bus or args.random_meters:
         if overrides:
             flag = "--bus" if args.bus else "--random-meters"
@@ -276,7 +286,45 @@ def _meters(args):
         m.manufacturer = manufacturer_code(args.manuf)
     if args.medium is not None:
         m.medium = args.medium
+    _security(args, m)
     return meters, None
+
+
+def _security(args, m):
+    """--security MODE --key HEX onto the one meter (they override its file's key)."""
+    if args.security is None and args.key is None:
+        return
+    if args.security is None:
+        raise UsageError("--key goes with --security 5 or --security 7")
+    if args.security and args.key is None:
+        raise UsageError("--security %d needs --key HEX (32 hex digits)" % args.security)
+    spec = {"mode": args.security}
+    if args.security:
+        spec["key"] = args.key
+    try:
+        m.security = _model.security_from_config(spec, m.ci)
+    except ValueError as e:
+        raise UsageError("--security/--key: %s" % e)
+    m.invalidate()
+
+
+def _security_banner(meters, keeper):
+    """Log the encrypted meters; with --state, mode 7 message counters are saved ahead of
+    use (the file is written before a telegram passes the last saved bound)."""
+    for i, m in enumerate(meters):
+        sec = getattr(m, "security", None)
+        if sec is None:
+            continue
+        log.info("  Security:        meter %d: mode %d%s", i + 1, sec.mode,
+                 ", message counter %d" % sec.counter if sec.mode == 7 else "")
+        if sec.mode != 7:
+            continue
+        if keeper is None:
+            log.warning("meter %d: mode 7 without --state: the message counter starts at "
+                        "%d again on every start, and masters reject the replays",
+                        i + 1, sec.counter)
+        else:
+            sec.reserve = lambda bound, keeper=keeper: keeper.save()
 
 
 def _check_addresses(meters):
@@ -402,6 +450,7 @@ def _main(argv):
     keeper = _host.StateKeeper(args.state, meters, configured_ids,
                                None if is_tcp else baud, args.readings_every * 60)
     bus.on_change = keeper.on_change
+    _security_banner(meters, keeper if args.state else None)
     tracer = _host.Tracer() if args.trace else None
 
     # SIGINT/SIGTERM/SIGHUP (the terminal or ssh session went away): a clean stop (state

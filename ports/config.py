@@ -4,6 +4,10 @@
 import json
 
 from mbus_core.codec.model import ConfigError, meters_from_config, replay_from_hex
+try:  # registers the AES-128 block function for "security" meters (mbus_core.security)
+    from mbus_ports import aes as _aes  # noqa: F401
+except ImportError:  # a board without mbus_ports/aes.py: encrypted meters say so
+    pass
 
 
 def read_text(path):

@@ -10,13 +10,7 @@
 # logs one line when it fires. apply() never raises and never writes into the core's
 # buffers: a reply that is altered is copied into a buffer of our own first, so a repeat on
 # the same FCB still sends the core's original telegram.
-try:
-    from mbus_ports.line import reply_window_ms
-except ImportError:
-    try:
-        from ports.line import reply_window_ms
-    except ImportError:
-        from line import reply_window_ms
+from mbus_ports.line import reply_window_ms
 
 # Kinds of fault; the text is what a spec names
 DROP = "drop"
@@ -27,14 +21,23 @@ DELAY = "delay"
 WRONG_ADDRESS = "wrong-address"
 IGNORE_FCB = "ignore-fcb"
 BUSY = "busy"
-KINDS = (DROP, CHECKSUM, TRUNCATE, GARBAGE, DELAY, WRONG_ADDRESS, IGNORE_FCB, BUSY)
+SECURITY = "security"
+KINDS = (DROP, CHECKSUM, TRUNCATE, GARBAGE, DELAY, WRONG_ADDRESS, IGNORE_FCB, BUSY, SECURITY)
 DELAY_MODES = ("early", "inside", "late")
+# security faults of an encrypted meter (mbus_core.security.Security.fault), what they do
+SECURITY_MODES = {"key": "encrypted with a wrong key",
+                  "cipher": "ciphertext corrupted",
+                  "mac": "MAC corrupted (mode 7)",
+                  "replay": "message counter not advanced: a replay (mode 7)",
+                  "blocks": "encrypted-block count that does not match the data",
+                  "plain": "sent unencrypted although it claims encryption"}
 
 MAX_GARBAGE = 8
 _OUT_SIZE = 261 + MAX_GARBAGE   # a maximal long frame plus appended garbage
 
 SPEC_HELP = ("drop:P, checksum:P, truncate:P, garbage:P, wrong-address:P, "
-             "delay:early|inside|late[:P], busy:P or busy:every:N, ignore-fcb; "
+             "delay:early|inside|late[:P], busy:P or busy:every:N, ignore-fcb, "
+             "security:key|cipher|mac|replay|blocks|plain[:P]; "
              "P is a probability 0..1 (default 1), add @ADDR for one meter only")
 
 
@@ -161,6 +164,12 @@ def parse_fault_spec(text):
         if args:
             raise ValueError("bad fault spec %r: ignore-fcb takes no value" % (text,))
         return Fault(kind, 1.0, address)
+    if kind == SECURITY:
+        if not args or args[0] not in SECURITY_MODES or len(args) > 2:
+            raise ValueError("bad fault spec %r: security needs one of %s, as in "
+                             "security:key:0.5" % (text, ", ".join(sorted(SECURITY_MODES))))
+        p = _probability(args[1], text) if len(args) == 2 else 1.0
+        return Fault(kind, p, address, mode=args[0])
     if kind == DELAY:
         if not args or args[0] not in DELAY_MODES:
             raise ValueError("bad fault spec %r: delay needs early, inside or late, as in "
@@ -248,6 +257,22 @@ class Faults:
                 s.ignore_fcb = True
             elif f.kind == BUSY:
                 self._decide_busy(s, a)
+            elif f.kind == SECURITY:
+                self._decide_security(s, a)
+
+    def _decide_security(self, s, a):
+        """Arm a security fault for the next telegram of an encrypted meter."""
+        sec = getattr(s.meter, "security", None)
+        if sec is None:
+            return
+        sec.fault = None
+        for f in self.faults:
+            if f.kind == SECURITY and f.applies_to(a) and self.rng.chance(f.p):
+                if f.mode in ("mac", "replay") and sec.mode != 7:
+                    continue
+                sec.fault = f.mode
+                sec.fault_by = f
+                return
 
     def _decide_busy(self, s, a):
         """Whether the next REQ_UD2 to slave s gets a busy reply."""
@@ -294,7 +319,7 @@ class Faults:
             self._slave_quirks(s, a, p.c, buf, n)
         data = buf
         for f in self.faults:
-            if f.kind in (IGNORE_FCB, BUSY) or not f.applies_to(a):
+            if f.kind in (IGNORE_FCB, BUSY, SECURITY) or not f.applies_to(a):
                 continue
             kind = f.kind
             if kind == DELAY:
@@ -369,6 +394,16 @@ class Faults:
                     self._say(f, "meter %d ignores FCB: repeated request answered as new"
                               % a)
                 break
+        # security: the telegram that just went out carried the armed fault (write()
+        # clears it once used); then arm the next one
+        sec = getattr(s.meter, "security", None)
+        if sec is not None and sec.fault is None:
+            f = sec.fault_by
+            if f is not None:
+                sec.fault_by = None
+                self._say(f, "security %s: telegram of meter %d %s %s"
+                          % (f.mode, a, SECURITY_MODES[f.mode], f.why()))
+            self._decide_security(s, a)
         # busy: the reply that just went out was a busy one of ours
         f = self._busy_fault(a)
         if f is None:

@@ -5,7 +5,7 @@ import random
 import sys
 import time
 
-from mbus_core.codec import vif as _vif
+from mbus_core.codec.vif import medium_name
 from mbus_core.meter import Meter, manufacturer_text
 from mbus_core.codec.model import meters_from_config, demo_records
 from mbus_core.live_record import wrap_notes
@@ -19,13 +19,6 @@ DEMO_RECORDS = (bytes.fromhex("02FD49D204"), bytes.fromhex("0216C801"))
 
 RANDOM_MEDIA = (0x07, 0x04, 0x02, 0x03, 0x06)   # water, heat, electricity, gas, warm water
 RANDOM_MANUFACTURERS = ("TST", "ABB", "KAM", "SEN", "ZRI", "LUG", "EMH")
-
-
-def medium_name(code):
-    for c, full in _vif.MEDIA:
-        if c == code:
-            return full
-    return "medium 0x%02X" % code
 
 
 def demo_meter(address=3, ident=12345678, manufacturer="TST", medium=0, version=1):
@@ -138,10 +131,16 @@ class StateKeeper:
             log.warning(note)
 
     def tick(self):
-        """Called often by the run loop: the periodic save of the readings."""
-        if self.readings_every and self.clock() >= self._readings_due:
-            self._readings_due = self.clock() + self.readings_every
+        """Called by the run loop (on_tick): the periodic save of the readings. Returns
+        the milliseconds until it is due again (the loop sleeps until then), None when
+        there is nothing periodic."""
+        if not self.readings_every:
+            return None
+        now = self.clock()
+        if now >= self._readings_due:
+            self._readings_due = now + self.readings_every
             self.save()
+        return int((self._readings_due - now) * 1000) + 1
 
     def on_baud(self, rate):
         log.info("line switched to %d baud", rate)

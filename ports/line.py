@@ -7,13 +7,25 @@
 #     write(buf)                     send bytes (a bytearray/memoryview slice)
 #     flush()                        wait until they are on the wire (may do nothing)
 #     set_baud(rate)                 change the line speed (may do nothing)
+# and optionally
+#     wait(timeout_ms)               return once bytes can be read, wake() was called or
+#                                    timeout_ms passed (None: no deadline); the loop then
+#                                    blocks there instead of polling, and readinto() need
+#                                    not wait at all
+#     wake()                         make a wait() under way (or the next one) return
+#                                    at once (stop() calls it, also from a signal handler)
 try:
-    from time import ticks_ms, ticks_diff, ticks_add, sleep_ms
+    from time import ticks_ms, ticks_us, ticks_diff, ticks_add, sleep_ms, sleep_us
 except ImportError:  # CPython
     import time as _time
 
+    _ns = _time.monotonic_ns
+
     def ticks_ms():
-        return int(_time.monotonic() * 1000)
+        return _ns() // 1000000
+
+    def ticks_us():
+        return _ns() // 1000
 
     def ticks_diff(a, b):
         return a - b
@@ -25,6 +37,10 @@ except ImportError:  # CPython
         if ms > 0:
             _time.sleep(ms / 1000)
 
+    def sleep_us(us):
+        if us > 0:
+            _time.sleep(us / 1000000)
+
 # EN 13757-2: a slave replies no earlier than 11 bit times and no later than
 # 330 bit times + 50 ms after the end of the request.
 MIN_DELAY_BITS = 11
@@ -32,6 +48,9 @@ MAX_DELAY_BITS = 330
 BITS_PER_CHAR = 11     # 8E1: start + 8 data + parity + stop
 IDLE_CHARS = 3         # a gap of this many characters ends (drops) a half frame
 WAIT_SLICE_MS = 50     # the reply delay is slept in slices of this, checking stop()
+WAIT_SLICE_US = WAIT_SLICE_MS * 1000
+TICK_EVERY_MS = 5000   # on_tick's period when it does not say when it wants to run again
+TICK_MAX_MS = 60000    # ... and the longest it may ask for
 
 
 def bit_ms(baud, bits):
@@ -81,7 +100,11 @@ class LineServer:
         self.running = True
         self.requests = 0
         self.replies = 0
-        self._last_rx = ticks_ms()
+        # the port blocks in wait() until a byte or the next deadline (else its readinto
+        # paces the loop); wake() ends such a wait (stop())
+        self.waits = hasattr(port, "wait")
+        self._wake = getattr(port, "wake", None)
+        self._rx_us = ticks_us()   # when the last bytes came (the reply delay counts from)
         self._fallback_baud = 0
         self._fallback_at = 0
         self._frames_at_switch = 0
@@ -89,38 +112,81 @@ class LineServer:
         # callable() after each request's reply has gone out: where a port persists what
         # a master changed, so that a slow write never delays the reply
         self.after_reply = None
-        self.on_tick = None   # callable() once per loop turn (periodic housekeeping)
+        # callable() for periodic housekeeping, returning None (call again in tick_every_ms)
+        # or the milliseconds until it wants to run again (at most TICK_MAX_MS)
+        self.on_tick = None
+        self.tick_every_ms = TICK_EVERY_MS
+        self._tick_at = ticks_ms()
         self._apply_baud(baud)
 
     def _apply_baud(self, baud):
         self.baud = baud
         self.reply_delay_ms = (self.fixed_delay if self.fixed_delay is not None
                                else default_reply_delay_ms(baud))
+        self.reply_delay_us = int(self.reply_delay_ms * 1000)
         idle = bit_ms(baud, IDLE_CHARS * BITS_PER_CHAR)
         self.idle_ms = self.fixed_idle if self.fixed_idle is not None else max(20, int(idle + 1))
+        self.idle_us = int(self.idle_ms * 1000)
 
     def serve_forever(self):
         while self.running:
             self.step()
 
     def stop(self):
+        """Stop serve_forever and a reply delay under way (safe from a signal handler)."""
         self.running = False
+        if self._wake is not None:
+            self._wake()
 
-    def step(self):
-        """Read once (the port's read timeout paces the loop) and act on what came."""
-        n = self.port.readinto(self.rx)
-        now = ticks_ms()
+    def timeout_ms(self):
+        """Milliseconds until the next deadline (a half frame's idle gap, the baud
+        fallback, on_tick), rounded up; None when there is none. Small ints only."""
+        t = -1
+        if self.bus.parser.busy:
+            t = (self.idle_us - ticks_diff(ticks_us(), self._rx_us) + 999) // 1000
+            if t < 0:
+                t = 0
+        if self._fallback_baud or self.on_tick is not None:
+            now = ticks_ms()
+            if self._fallback_baud:
+                d = ticks_diff(self._fallback_at, now)
+                if t < 0 or d < t:
+                    t = d if d > 0 else 0
+            if self.on_tick is not None:
+                d = ticks_diff(self._tick_at, now)
+                if t < 0 or d < t:
+                    t = d if d > 0 else 0
+        return None if t < 0 else t
+
+    def step(self, wait=True):
+        """Wait for bytes or the next deadline (when the port has wait(); else its
+        readinto's own timeout paces the loop), read once, act on what came and on the
+        deadlines that passed. wait=False: read at once (the caller knows bytes are
+        there, as TcpServer's selector does)."""
+        port = self.port
+        if wait and self.waits:
+            port.wait(self.timeout_ms())
+        n = port.readinto(self.rx)
         if n:
-            self._last_rx = now
+            self._rx_us = ticks_us()
             self.receive(self.rx, n)
-        elif self.bus.parser.busy and ticks_diff(now, self._last_rx) >= self.idle_ms:
+        elif self.bus.parser.busy and ticks_diff(ticks_us(), self._rx_us) >= self.idle_us:
             self.bus.idle()
-        if self._fallback_baud and ticks_diff(now, self._fallback_at) >= 0:
-            if self.bus.parser.frames == self._frames_at_switch:
-                self.switch_baud(self._fallback_baud, fallback=False)
-            self._fallback_baud = 0
-        if self.on_tick is not None:
-            self.on_tick()
+        if self._fallback_baud or self.on_tick is not None:
+            now = ticks_ms()
+            if self._fallback_baud and ticks_diff(now, self._fallback_at) >= 0:
+                if self.bus.parser.frames == self._frames_at_switch:
+                    self.switch_baud(self._fallback_baud, fallback=False)
+                self._fallback_baud = 0
+            if self.on_tick is not None and ticks_diff(now, self._tick_at) >= 0:
+                ms = self.on_tick()
+                if ms is None:
+                    ms = self.tick_every_ms
+                elif ms > TICK_MAX_MS:
+                    ms = TICK_MAX_MS
+                elif ms < 1:
+                    ms = 1
+                self._tick_at = ticks_add(now, int(ms))
 
     def receive(self, data, n):
         """Feed n received bytes; answer every complete frame."""
@@ -143,19 +209,25 @@ class LineServer:
                 self.after_reply()
 
     def _reply(self, buf, n):
-        delay = self.reply_delay_ms
+        delay = self.reply_delay_us
         data = buf
         if self.faults is not None:
-            data, n, delay = self.faults.apply(self, buf, n, delay)
+            data, n, ms = self.faults.apply(self, buf, n, self.reply_delay_ms)
             if not n:
                 return
+            if ms != self.reply_delay_ms:
+                delay = int(ms * 1000)
         if delay > 0:
-            # in slices: stop() (from a signal handler) ends even a long wait at once
+            # timed in microseconds from the request's last bytes; slept in slices, so
+            # that stop() (from a signal handler or a thread) ends even a long wait at once
             while self.running:
-                wait = delay - ticks_diff(ticks_ms(), self._last_rx)
-                if wait < 1:
+                wait = delay - ticks_diff(ticks_us(), self._rx_us)
+                if wait <= 0:
                     break
-                sleep_ms(int(wait) if wait < WAIT_SLICE_MS else WAIT_SLICE_MS)
+                if wait > WAIT_SLICE_US:
+                    sleep_ms(WAIT_SLICE_MS)
+                else:
+                    sleep_us(wait)
             if not self.running:
                 return   # stopping: no reply after the stop
         out = memoryview(data)[:n]

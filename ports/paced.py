@@ -6,13 +6,14 @@
 # telegram at 2400 baud 8E1 thus takes 1.2 s, as on a bus.
 #
 # Nothing blocks: write() schedules the bytes, pump() writes those that are due. On a pty
-# the LineServer loop pumps through readinto() (shortening the port's read wait to the
-# next due byte); over TCP, PacedTcpServer pumps every client from its poll loop and
-# wakes up in time for the next byte. Replies never overlap: one Wire per line (per
-# server over TCP, since every TCP connection is a pipe onto the same bus), so a second
-# reply starts when the first has left. After a baud switch (CI B8..BF) set_baud() paces
-# what is written next at the new rate; the acknowledgement already scheduled keeps the
-# old one. Host only (CPython): the MicroPython UART keeps the line rate itself.
+# the LineServer loop pumps through wait() (the next due byte is a deadline: the port's
+# wait ends in time for it) and readinto(); over TCP, PacedTcpServer pumps every client
+# from its poll loop and wakes up in time for the next byte. Replies never overlap: one
+# Wire per line (per server over TCP, since every TCP connection is a pipe onto the same
+# bus), so a second reply starts when the first has left. After a baud switch (CI
+# B8..BF) set_baud() paces what is written next at the new rate; the acknowledgement
+# already scheduled keeps the old one. Host only (CPython): the MicroPython UART keeps the
+# line rate itself.
 import collections
 import logging
 import time
@@ -102,6 +103,20 @@ class PacedPort:
     def busy(self):
         return bool(self.segments)
 
+    def wait(self, timeout_ms):
+        """The wrapped port's wait(), ended in time for the next byte due (a deadline of
+        its own); returns at once where the wrapped port cannot wait (readinto does)."""
+        nxt = self.pump()
+        wait = getattr(self.port, "wait", None)
+        if wait is None:
+            return
+        if nxt is not None:
+            ms = max(MIN_WAIT_S, nxt - self.clock()) * 1000
+            if timeout_ms is None or ms < timeout_ms:
+                timeout_ms = ms
+        wait(timeout_ms)
+        self.pump()
+
     def readinto(self, buf):
         nxt = self.pump()
         port = self.port
@@ -153,10 +168,12 @@ class PacedTcpServer(TcpServer):
             c.line.on_baud = lambda rate, peer=c.peer: log.info(
                 "client %s: baud rate switched to %d (replies paced at it)", peer, rate)
 
-    def poll(self, timeout):
+    def poll(self, timeout=None):
         nxt = self._pump()
         if nxt is not None:
-            timeout = max(MIN_WAIT_S, min(timeout, nxt - time.monotonic()))
+            wait = max(MIN_WAIT_S, nxt - time.monotonic())
+            if timeout is None or wait < timeout:
+                timeout = wait
         TcpServer.poll(self, timeout)
         self._pump()
 

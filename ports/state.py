@@ -266,6 +266,12 @@ def meter_state(meter, configured_id, ahead=0):
             readings[str(i)] = {"head": _hex(rec.head), "value": src.reading(ahead)}
     if readings:
         out["readings"] = readings
+    sec = getattr(meter, "security", None)
+    if sec is not None and sec.mode == 7:
+        # the message counter: while running, the bound reserved ahead of use (see
+        # mbus_core.security.Security), so that a restart after a crash never repeats one
+        c = sec.counter
+        out["message_counter"] = c if ahead == 0 or sec.limit < c else sec.limit
     return out
 
 
@@ -342,9 +348,26 @@ def apply_state(state, meters, warn=None):
         m.manufacturer = man
         m.version = version
         m.medium = medium
+        if _resume_counter(e.get("message_counter"), m, i, warn):
+            differs = True
         if _resume_readings(e.get("readings"), m, i, warn) or differs:
             changed += 1
     return changed
+
+
+def _resume_counter(value, meter, index, warn):
+    """A mode 7 meter goes on from its saved message counter (never below the one it was
+    configured with); True when it did."""
+    sec = getattr(meter, "security", None)
+    if value is None or sec is None or sec.mode != 7:
+        return False
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 0xFFFFFFFF:
+        warn("state: meter %d: bad message counter %r; ignored" % (index + 1, value))
+        return False
+    if value <= sec.counter:
+        return False
+    sec.set_counter(value)
+    return True
 
 
 def _resume_readings(readings, meter, index, warn):

@@ -11,7 +11,9 @@
 #     two masters on one bus would. A gateway answers each request on the connection it
 #     came from, which is what we do.
 # Each client is served by the shared run loop (ports/line.py: LineServer) with a port
-# that reads from its socket; the reply delay defaults to 0 over TCP.
+# that reads from its socket; the reply delay defaults to 0 over TCP. Nothing polls: the
+# selector waits until a socket is ready or the next deadline (a client's half frame or
+# idle timeout, on_tick), and stop() wakes it up (a socket pair).
 import logging
 import selectors
 import socket
@@ -26,7 +28,9 @@ MAX_PENDING = 65536   # reply bytes a client may leave unread before we drop it
 # A TCP stream may split a frame with pauses no serial line has (Nagle, a WAN, a busy
 # client): a half frame is only dropped after this much silence from its client.
 TCP_IDLE_MS = 500
-HOUSEKEEPING_S = 0.05  # how often half frames and idle clients are looked at
+TICK_EVERY_S = 5.0     # on_tick's period when it does not say when it wants to run again
+TICK_MAX_S = 60.0      # ... and the longest it may ask for
+_WAKE = "wake"         # the selector key data of the wake-up socket
 
 
 def parse_tcp_device(spec):
@@ -184,9 +188,12 @@ class TcpServer:
         self.trace = trace
         self.baud = baud
         self.after_reply = None   # callable() after a reply went out (LineServer's)
-        self.on_tick = None       # callable() every housekeeping round (50 ms)
+        # callable() for periodic housekeeping, returning None (call again in
+        # TICK_EVERY_S) or the milliseconds until it wants to run again (LineServer's)
+        self.on_tick = None
         self.running = True
-        self._next_housekeeping = 0.0
+        self._due = 0.0           # time.monotonic() of the next housekeeping (None: none)
+        self._tick_at = 0.0
         self.clients = {}
         self.accepted = 0
         self.refused = 0
@@ -210,6 +217,10 @@ class TcpServer:
         self.address = sock.getsockname()[:2]
         self.sel = selectors.DefaultSelector()
         self.sel.register(sock, selectors.EVENT_READ, None)
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self.sel.register(self._wake_r, selectors.EVENT_READ, _WAKE)
 
     @property
     def host(self):
@@ -222,7 +233,9 @@ class TcpServer:
     def listen_text(self):
         return _peer_text(self.address)
 
-    def serve_forever(self, tick=0.05):
+    def serve_forever(self, tick=None):
+        """Serve until stop(); `tick`: the longest wait in seconds (None: until the next
+        deadline or socket event)."""
         while self.running:
             self.poll(tick)
 
@@ -232,25 +245,55 @@ class TcpServer:
         self.running = False
         for c in list(self.clients.values()):
             c.line.stop()
+        try:
+            self._wake_w.send(b"\0")
+        except OSError:   # full (a wake-up is pending anyway) or closed
+            pass
 
-    def poll(self, timeout):
+    def poll(self, timeout=None):
+        """Wait for the sockets, at most `timeout` seconds (None: no limit of the
+        caller's) and never beyond the next deadline; serve what came and the deadlines
+        that passed."""
+        due = self._due
+        if due is not None:
+            wait = due - time.monotonic()
+            if timeout is None or wait < timeout:
+                timeout = wait if wait > 0 else 0
         try:
             events = self.sel.select(timeout)
         except InterruptedError:
             events = []
         for key, mask in events:
-            if key.data is None:
+            c = key.data
+            if c is None:
                 self._accept()
                 continue
-            c = key.data
+            if c is _WAKE:
+                try:
+                    self._wake_r.recv(64)
+                except OSError:
+                    pass
+                continue
             if c.sock.fileno() < 0:
                 continue
             if mask & selectors.EVENT_WRITE:
                 c.port.send_pending()
             if mask & selectors.EVENT_READ:
-                c.line.step()
+                line = c.line
+                line.step(False)
+                frames = line.bus.parser.frames
+                if frames != c.frames:     # a valid frame: the idle timeout starts again
+                    c.frames = frames
+                    c.last_frame = c.port.last_rx
+                if line.bus.parser.busy:   # a half frame: its idle gap is a deadline
+                    self._deadline(time.monotonic() + line.idle_ms / 1000)
             self._after_io(c)
-        self._housekeeping()
+        if self._due is not None and time.monotonic() >= self._due:
+            self._housekeeping()
+
+    def _deadline(self, t):
+        if self._due is None or t < self._due:
+            self._due = t
 
     def _after_io(self, c):
         port = c.port
@@ -267,22 +310,33 @@ class TcpServer:
             self.sel.modify(c.sock, ev, c)
 
     def _housekeeping(self):
-        # Half frames and idle clients are a matter of 0.5 s and more: looking every
-        # 50 ms is plenty, and keeps this off the path of every request.
+        # Half frames and idle clients are a matter of 0.5 s and more: done when the
+        # earliest of them is due (self._due), off the path of every request; then the
+        # next such deadline is worked out.
         now = time.monotonic()
-        if now < self._next_housekeeping:
-            return
-        self._next_housekeeping = now + HOUSEKEEPING_S
+        self._due = None
         for c in list(self.clients.values()):
-            if c.line.bus.parser.busy:
-                c.line.step()        # reads nothing new; drops a half frame after the gap
+            line = c.line
+            if line.bus.parser.busy:
+                line.step(False)     # reads nothing new; drops a half frame after the gap
                 self._after_io(c)
                 if c.sock.fileno() < 0:
                     continue
-            if self.idle_timeout and c.idle_for(now) > self.idle_timeout:
-                self._close(c, "no valid frame for %g s; closed" % self.idle_timeout)
+                if line.bus.parser.busy:
+                    t = line.timeout_ms()
+                    self._deadline(now + (t if t is not None else line.idle_ms) / 1000)
+            if self.idle_timeout:
+                idle = c.idle_for(now)
+                if idle > self.idle_timeout:
+                    self._close(c, "no valid frame for %g s; closed" % self.idle_timeout)
+                else:
+                    self._deadline(now + self.idle_timeout - idle + 0.001)
         if self.on_tick is not None:
-            self.on_tick()
+            if now >= self._tick_at:
+                ms = self.on_tick()
+                s = TICK_EVERY_S if ms is None else min(max(ms / 1000, 0.001), TICK_MAX_S)
+                self._tick_at = now + s
+            self._deadline(self._tick_at)
 
     def _accept(self):
         try:
@@ -324,6 +378,8 @@ class TcpServer:
         c = _Client(sock, peer, line, port)
         self.clients[sock.fileno()] = c
         self.sel.register(sock, selectors.EVENT_READ, c)
+        if self.idle_timeout:
+            self._deadline(c.last_frame + self.idle_timeout + 0.001)
         self.accepted += 1
         log.info("client %s connected (%d connected)", peer, len(self.clients))
 
@@ -346,9 +402,12 @@ class TcpServer:
     def close(self):
         for c in list(self.clients.values()):
             self._close(c, "closed at shutdown")
-        try:
-            self.sel.unregister(self.sock)
-        except (KeyError, ValueError):
-            pass
+        for sock in (self.sock, self._wake_r):
+            try:
+                self.sel.unregister(sock)
+            except (KeyError, ValueError):
+                pass
         self.sock.close()
+        self._wake_r.close()
+        self._wake_w.close()
         self.sel.close()

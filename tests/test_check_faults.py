@@ -25,7 +25,8 @@ LATE = "delay:late"
 
 def test_every_fault_kind_has_a_case():
     covered = {spec.split(":")[0] for spec in list(CAUGHT) + [LATE]}
-    assert covered == set(faults.KINDS)
+    # security faults need a decrypting master (mbus-check has no key): tests/test_security.py
+    assert covered == set(faults.KINDS) - {faults.SECURITY}
 
 
 @pytest.mark.parametrize("spec", sorted(CAUGHT))

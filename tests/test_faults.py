@@ -365,12 +365,12 @@ def test_cli_bad_spec_message(capsys):
 # -- MicroPython -------------------------------------------------------------------------
 UPY_SCRIPT = r"""
 import sys
-sys.path.insert(0, ROOT)
-sys.path.insert(0, ROOT + "/tests/core")
+sys.path.insert(0, ROOT + "/tests")
+import upy_run  # the source tree and tests/core on the path, ports/ as mbus_ports
 from mbus_testutil import demo_meter, many_records_meter, h
 from mbus_core.bus import Bus
-from ports.line import LineServer
-from ports.faults import Faults
+from mbus_ports.line import LineServer
+from mbus_ports.faults import Faults
 
 class Port:
     def __init__(self, chunks):

@@ -81,8 +81,9 @@ def test_half_written_tmp_alone_is_a_warning_not_a_crash(tmp_path):
 
 UPY_SCRIPT = r"""
 import sys
-sys.path.insert(0, ROOT)
-from ports.state import load_state, save_state, snapshot, apply_state
+sys.path.insert(0, ROOT + "/tests")
+import upy_run  # the source tree on the path, ports/ as mbus_ports
+from mbus_ports.state import load_state, save_state, snapshot, apply_state
 from mbus_core.meter import Meter
 p = TMP + "/s.json"
 assert load_state(p) == {}
@@ -98,7 +99,7 @@ f.write("{bad")
 f.close()
 w = []
 assert load_state(p, w.append) == {} and len(w) == 1
-from ports.config import load_meters
+from mbus_ports.config import load_meters
 from mbus_core.codec.model import ConfigError
 f = open(TMP + "/m.json", "w")
 f.write('{"address": 5, "id": 11112222, "medium": "water"}')

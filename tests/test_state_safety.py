@@ -294,8 +294,9 @@ def test_the_slave_keeps_a_corrupt_state_file_and_writes_a_new_one(tcp_factory, 
 
 UPY_SCRIPT = r"""
 import sys
-sys.path.insert(0, ROOT)
-from ports.state import load_state, save_state, check_path
+sys.path.insert(0, ROOT + "/tests")
+import upy_run  # the source tree on the path, ports/ as mbus_ports
+from mbus_ports.state import load_state, save_state, check_path
 p = TMP + "/s.json"
 def put(path, text):
     f = open(path, "w")

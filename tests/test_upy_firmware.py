@@ -202,15 +202,16 @@ def test_set_primary_address_persists_across_restart(tmp_path):
 
 
 HOOK = '''
-from mbus_core.codec.records import make_record
+from mbus_core.live_record import Record
 
 def flaky():
     raise OSError("sensor not answering")
 
 
 def setup(meters, board):
-    meters[0].records.append(make_record("custom", "pulses", value=flaky, type="int32",
-                                         samples=[1]))
+    # no codec on the board: a record is its head (DIF 04: int32, VIF FD 3A: dimensionless)
+    # and data field code
+    meters[0].records.append(Record(bytes((0x04, 0xFD, 0x3A)), 0x4, flaky))
 '''
 
 
@@ -242,5 +243,18 @@ def test_memory_report_and_clean_stop():
     assert len(reports) == 2, out
     start, free, peak, now, requests = (int(x) for x in reports[-1])
     assert 0 < start <= peak and requests >= 4
+    # the loop collects once GC_SLACK bytes were allocated: garbage never piles up
+    assert peak - start <= 8192 + 4096, (start, peak)
     print("\nMicroPython unix port (64-bit): heap in use after start %d bytes, peak while "
           "serving %d bytes, after serving %d bytes" % (start, peak, now))
+
+
+def test_codec_on_the_board_reads_the_meter_file(tmp_path):
+    """upy-sim --codec: as mbus-deploy --codec, the board has the codec and the meter
+    file as meter.json, compiles it at start and serves it."""
+    with Sim("--meter", WATER, "--codec") as sim:
+        t = decode(sim.request(2))
+        assert t.body.bodyHeader.interpreted["identification"] == "0x23, 0x45, 0x67, 0x89"
+        out = sim.stop()
+    assert re.search(r"mbus: compiled \S+/meter.json to \S+/meter.mbus.json", out), out
+    assert "Traceback" not in out

@@ -3,6 +3,8 @@
 #   micropython tests/upy_run.py [name-filter]
 # A test is a module-level function named test_*; it passes when it returns.
 # Prints one line per failure and the closing line "N passed, N failed".
+# Imported (`import upy_run`), it only sets up the imports: the source tree on the path and
+# its ports/ folder under the one name users import it by, mbus_ports.
 import sys
 import os
 
@@ -10,6 +12,11 @@ HERE = __file__.rsplit("/", 1)[0] if "/" in __file__ else "."
 ROOT = HERE + "/.."
 sys.path.insert(0, ROOT)
 sys.path.insert(0, HERE + "/core")
+try:
+    import mbus_ports  # noqa: F401 (installed: pip install -e .)
+except ImportError:  # the source tree, as MicroPython sees it: ports/ is mbus_ports
+    import ports
+    sys.modules["mbus_ports"] = ports
 
 
 def main():

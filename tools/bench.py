@@ -11,6 +11,12 @@
   and for a bus of 1 vs 250 meters (primary addressing: the cost must not grow).
 - MicroPython memory: heap allocated per request in steady state, heap of a 10-record
   meter, `.mpy` size of everything that ships to a board.
+- Idle cost of `mbus-slave --device pty` and `--device tcp:PORT` with nothing connected:
+  CPU share (utime + stime from /proc/PID/stat) and wake-ups per second (voluntary context
+  switches from /proc/PID/status), over 30 s.
+- Reply latency on a pty at 2400 and 9600 baud (200 REQ_UD2 from a pyserial master that
+  opened it at 8E1): p1/p50/p99 from the request written to the first reply byte, and how
+  many replies started inside the EN 13757-2 window.
 
 Timings depend on the machine; nothing asserts on them. --write-readme rewrites the block
 between <!-- bench:start --> and <!-- bench:end --> in README.md.
@@ -106,6 +112,24 @@ def mpy_sizes(root):
     return out, None
 
 
+def firmware_memory(notes):
+    """The firmware's heap with the water meter, the pico board as mbus-deploy deploys it
+    (tools/bench_upy.py firmware_figures): {"unix64": ..., "wasm32": ... or None}."""
+    from mbus_tools import bench_upy
+    upy = find_tool("micropython")
+    meter = os.path.join(project_root(), "examples", "water-meter.json")
+    if not upy or not os.path.isfile(meter):
+        return None
+    try:
+        out, more = bench_upy.firmware_figures(upy, project_root(), meter,
+                                               find_tool("mpy-cross"))
+    except (OSError, subprocess.SubprocessError, ValueError) as e:
+        notes.append("firmware heap not measured: %s" % e)
+        return None
+    notes.extend(n for n in more if "32-bit" not in n)   # said in the table instead
+    return out
+
+
 # -- TCP round trip -----------------------------------------------------------------------
 FLOOR_SERVER = r"""
 import socket, sys
@@ -165,26 +189,33 @@ def demo_reply(address=3):
     return bytes(bus.reply[:bus.reply_len])
 
 
-class Server:
-    """A server subprocess that prints "Listening on HOST:PORT" when ready."""
+LISTENING = r"Listening on .*:(\d+)\s*$"
+PTY_READY = r"Point your M-Bus master at (\S+)\s*$"
 
-    def __init__(self, name, argv, cpu=None):
+
+class Server:
+    """A server subprocess that prints "Listening on HOST:PORT" when ready (or another
+    line matching `ready`: then .where is its first group and .port None)."""
+
+    def __init__(self, name, argv, cpu=None, ready=LISTENING):
         self.name = name
         self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      text=True, cwd=project_root())
         if cpu is not None:
             os.sched_setaffinity(self.proc.pid, {cpu})
-        self.port = None
+        self.port = self.where = None
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             line = self.proc.stdout.readline()
             if not line:
                 break
-            m = re.search(r"Listening on .*:(\d+)\s*$", line)
+            m = re.search(ready, line)
             if m:
-                self.port = int(m.group(1))
+                self.where = m.group(1)
+                if ready == LISTENING:
+                    self.port = int(self.where)
                 break
-        if self.port is None:
+        if self.where is None:
             self.stop()
             raise RuntimeError("%s did not start: %s" % (name, self.proc.stderr.read()[-500:]))
 
@@ -292,6 +323,109 @@ def tcp_figures(n, rounds=3, layout=("unpinned", None, None)):
     return out
 
 
+# -- idle cost, reply latency on a pty ------------------------------------------------------
+IDLE_DEVICES = (("pty", "`mbus-slave --device pty`", PTY_READY),
+                ("tcp", "`mbus-slave --device tcp:PORT`", LISTENING))
+IDLE_CPU_PCT = 0.1        # targets (issue 10), reported as met or not, never asserted
+IDLE_WAKEUPS = 5
+LATENCY_SPREAD_MS = 1.0
+
+
+def proc_usage(pid):
+    """(CPU seconds, wake-ups) of a process so far: utime + stime from /proc/PID/stat,
+    voluntary context switches (each one a sleep that ended) from /proc/PID/status."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    switches = 0
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("voluntary_ctxt_switches:"):
+                switches = int(line.split()[1])
+    return cpu, switches
+
+
+def idle_figures(seconds, settle=0.5):
+    """CPU share (%) and wake-ups per second of `mbus-slave --device pty` and `--device
+    tcp:0` with nothing connected, measured side by side over `seconds`."""
+    if not os.path.exists("/proc/self/stat"):
+        raise OSError("no /proc: idle cost not measured")
+    py = sys.executable
+    servers = []
+    try:
+        for key, _, ready in IDLE_DEVICES:
+            dev = "pty" if key == "pty" else "tcp:0"
+            servers.append(Server(key, [py, "-m", "mbus_ports", "--device", dev,
+                                        "--log-level", "warning"], ready=ready))
+        time.sleep(settle)    # past the start
+        before = [proc_usage(s.proc.pid) for s in servers]
+        t0 = time.monotonic()
+        time.sleep(seconds)
+        after = [proc_usage(s.proc.pid) for s in servers]
+        took = time.monotonic() - t0
+    finally:
+        for s in servers:
+            s.stop()
+    out = {"seconds": round(took, 1)}
+    for s, (c0, w0), (c1, w1) in zip(servers, before, after):
+        out[s.name] = {"cpu_pct": 100 * (c1 - c0) / took, "wakeups_per_s": (w1 - w0) / took}
+    return out
+
+
+def pty_latency(baud, n, warm=10, seed=1):
+    """n REQ_UD2 to `mbus-slave --device pty --baud BAUD` from a pyserial master that
+    opened the pty at BAUD 8E1: milliseconds from the request written to the first reply
+    byte readable, with a pause of 0..5 ms between requests (as a master's own pace, and
+    so that no request keeps the same phase to anything periodic in the slave)."""
+    import random
+    import select
+    import serial
+    from mbus_ports.line import reply_window_ms, default_reply_delay_ms
+    rng = random.Random(seed)
+    s = Server("pty", [sys.executable, "-m", "mbus_ports", "--device", "pty", "--baud",
+                       str(baud), "--log-level", "warning"], ready=PTY_READY)
+    lat = []
+    try:
+        ser = None
+        deadline = time.monotonic() + 10
+        while ser is None:   # the slave parks the pty's speed right after it printed
+            try:
+                ser = serial.Serial(s.where, baud, parity=serial.PARITY_EVEN, timeout=0)
+            except (OSError, serial.SerialException):
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
+        try:
+            fd = ser.fileno()
+            reqs = (short(0x5B, 3), short(0x7B, 3))
+            clock = time.perf_counter_ns
+            for i in range(warm + n):
+                time.sleep(rng.random() * 0.005)
+                t0 = clock()
+                os.write(fd, reqs[i & 1])
+                if not select.select((fd,), (), (), 2)[0]:
+                    raise RuntimeError("no reply at %d baud" % baud)
+                t1 = clock()
+                data = b""
+                while not (data[:1] == b"\xe5" or (len(data) >= 2 and
+                                                  len(data) >= data[1] + 6)):
+                    if not select.select((fd,), (), (), 2)[0]:
+                        raise RuntimeError("a reply cut short at %d baud" % baud)
+                    data += os.read(fd, 600)
+                if i >= warm:
+                    lat.append((t1 - t0) / 1e6)
+        finally:
+            ser.close()
+    finally:
+        s.stop()
+    lat.sort()
+    lo, hi = reply_window_ms(baud)
+    return {"baud": baud, "n": len(lat), "delay_ms": default_reply_delay_ms(baud),
+            "p1_ms": percentile(lat, 0.01), "p50_ms": percentile(lat, 0.5),
+            "p99_ms": percentile(lat, 0.99), "min_ms": lat[0], "max_ms": lat[-1],
+            "window_ms": [lo, hi], "in_window": sum(1 for v in lat if lo <= v <= hi)}
+
+
 # -- report ----------------------------------------------------------------------------
 def cpu_name():
     try:
@@ -317,6 +451,18 @@ def run(args):
     res["mpy"], err = mpy_sizes(project_root())
     if err:
         res["notes"].append(err)
+    res["firmware"] = None if args.no_upy else firmware_memory(res["notes"])
+    res["idle"] = res["latency"] = None
+    if args.idle > 0:
+        try:
+            res["idle"] = idle_figures(args.idle)
+        except (OSError, RuntimeError) as e:
+            res["notes"].append("idle cost not measured: %s" % e)
+    if args.latency > 0:
+        try:
+            res["latency"] = [pty_latency(baud, args.latency) for baud in (2400, 9600)]
+        except (OSError, RuntimeError, ImportError) as e:
+            res["notes"].append("pty reply latency not measured: %s" % e)
     if args.no_tcp:
         res["tcp"] = None
     else:
@@ -326,6 +472,10 @@ def run(args):
             res["tcp"] = None
             res["notes"].append("TCP round trip not measured: %s" % e)
     return res
+
+
+def _ratio(a, b):
+    return a / b if a and b else None
 
 
 def _us(v):
@@ -364,6 +514,33 @@ def report(res):
         lines += ["", "Target: `mbus-slave` p50 within 1.25x of the floor: %s (%.2fx)."
                   % ("met" if tcp["mbus-slave"]["ratio"] <= 1.25 else "not met",
                      tcp["mbus-slave"]["ratio"]), ""]
+    idle = res.get("idle")
+    if idle:
+        lines += ["| idle, nothing connected, over %g s | CPU | wake-ups/s |" % idle["seconds"],
+                  "|---|---:|---:|"]
+        for key, label, _ in IDLE_DEVICES:
+            lines.append("| %s | %.2f %% | %.1f |" % (label, idle[key]["cpu_pct"],
+                                                     idle[key]["wakeups_per_s"]))
+        met = all(idle[key]["cpu_pct"] < IDLE_CPU_PCT and
+                  idle[key]["wakeups_per_s"] <= IDLE_WAKEUPS for key, _, _ in IDLE_DEVICES)
+        lines += ["", "Target: under %g %% of a CPU and at most %d wake-ups a second: %s."
+                  % (IDLE_CPU_PCT, IDLE_WAKEUPS, "met" if met else "not met"), ""]
+    lat = res.get("latency")
+    if lat:
+        lines += ["| REQ_UD2 reply latency on a pty, %d requests: request written to the "
+                  "first reply byte | reply delay | p1 ms | p50 ms | p99 ms | p99 - p1 | "
+                  "inside the EN 13757-2 window |" % lat[0]["n"],
+                  "|---|---:|---:|---:|---:|---:|---:|"]
+        for r in lat:
+            lines.append("| %d baud (window %.1f..%.1f ms) | %g ms | %.2f | %.2f | %.2f | "
+                         "%.2f ms | %d / %d |"
+                         % (r["baud"], r["window_ms"][0], r["window_ms"][1], r["delay_ms"],
+                            r["p1_ms"], r["p50_ms"], r["p99_ms"], r["p99_ms"] - r["p1_ms"],
+                            r["in_window"], r["n"]))
+        met = all(r["in_window"] == r["n"] and r["p99_ms"] - r["p1_ms"] < LATENCY_SPREAD_MS
+                  for r in lat)
+        lines += ["", "Target: every reply inside the window, p1 to p99 within %g ms: %s."
+                  % (LATENCY_SPREAD_MS, "met" if met else "not met"), ""]
     core = res["core_cpython"]
     lines += ["| core cost per request (µs) | CPython | MicroPython unix |",
               "|---|---:|---:|"]
@@ -375,9 +552,14 @@ def report(res):
             ("repeat_50", "repeat, 50 records"),
             ("bus_1", "bus of 1 meter (10 records), fresh"),
             ("bus_250", "bus of 250 meters, fresh, to address 125"),
-            ("bus_250_last", "bus of 250 meters, fresh, to address 250")]
+            ("bus_250_last", "bus of 250 meters, fresh, to address 250"),
+            ("canned_10", "floor: parse, copy a canned telegram, patch access and checksum")]
     for key, label in rows:
         lines.append("| %s | %s | %s |" % (label, _us(core.get(key)), _us(_get(upy, key))))
+    ratio = _ratio(_get(upy, "fresh_10"), _get(upy, "canned_10"))
+    if ratio:
+        lines += ["", "Fresh telegram (10 records) against the canned floor on MicroPython: "
+                  "%.1fx (target 3x: %s)." % (ratio, "met" if ratio <= 3 else "not met")]
     lines.append("")
     mpy = res.get("mpy")
     if upy or mpy:
@@ -391,6 +573,19 @@ def report(res):
             "| %d / %d bytes |" % (upy["meter10_heap"], upy["meter10_bus_heap"]),
             "| heap of a bus of 250 meters with 10 records each | %d bytes |"
             % upy["bus250_heap"]]
+    fw = res.get("firmware")
+    if fw:
+        how = "`.mpy`" if fw.get("mpy") else "`.py`"
+        for key, label in (("unix64", "64-bit (unix port)"),
+                           ("wasm32", "32-bit (WebAssembly port)")):
+            f = fw.get(key)
+            lines.append(
+                "| firmware heap, water meter, pico board as deployed (%s, no codec), %s: "
+                "in use after start / peak while serving %s requests | %s |"
+                % (how, label, f["requests"] if f else "its",
+                   "%d / %d bytes" % (f["start"], f["peak"]) if f else
+                   "n/a: `npm install --prefix .venv "
+                   "@micropython/micropython-webassembly-pyscript@1.27.0` measures it"))
     if mpy:
         lines += [
             "| `.mpy` size of `mbus_core` (%d files) | %d bytes |" % (mpy["core_files"],
@@ -432,6 +627,10 @@ def main(argv=None):
                    help="tiny counts: checks that everything runs, figures are noise")
     p.add_argument("--no-tcp", action="store_true", help="skip the TCP round trips")
     p.add_argument("--no-upy", action="store_true", help="skip MicroPython")
+    p.add_argument("--idle", type=float, default=30.0, metavar="S",
+                   help="seconds of the idle-cost measurement (default 30; 0 skips it)")
+    p.add_argument("--latency", type=int, default=200, metavar="N",
+                   help="requests per baud rate of the pty latency (default 200; 0 skips)")
     p.add_argument("--json", action="store_true", help="print the raw figures as JSON too")
     p.add_argument("--write-readme", action="store_true",
                    help="rewrite the bench block of the README")
@@ -441,6 +640,8 @@ def main(argv=None):
     if args.quick:
         args.requests = min(args.requests, 60)
         args.core = min(args.core, 100)
+        args.idle = min(args.idle, 1.0)
+        args.latency = min(args.latency, 20)
     if args.requests < 1 or args.core < 2:
         p.error("--requests and --core must be positive")
     res = run(args)

@@ -171,6 +171,239 @@ def heap_figures(n):
     return out
 
 
+# -- the firmware's heap --------------------------------------------------------------------
+# The pico firmware as mbus-deploy lays it out (.mpy, no codec, the water meter compiled on
+# the host) answers FW_REQUESTS REQ_UD2 (FCB toggled: a fresh telegram each) through a
+# stand-in `machine` module, on the MicroPython unix port (64-bit: 8-byte object slots) and,
+# where node and the MicroPython WebAssembly port are installed, on that (32-bit: 4-byte
+# slots, as on an RP2040 or ESP32). The host side (CPython) lays the board out and runs it.
+FW_REQUESTS = 10
+FW_MACHINE = """
+class Pin:
+    OUT = 1
+
+    def __init__(self, *a, **kw):
+        pass
+
+    def value(self, v=None):
+        return 0
+
+
+class UART:
+    LEFT = 0    # requests still to come
+    SENT = 0    # replies
+
+    def __init__(self, *a, **kw):
+        pass
+
+    def init(self, **kw):
+        pass
+
+    def readinto(self, buf):
+        n = UART.LEFT
+        if n <= 0:
+            return None
+        UART.LEFT = n - 1
+        c = 0x7B if n & 1 else 0x5B
+        buf[0] = 0x10
+        buf[1] = c
+        buf[2] = 2
+        buf[3] = (c + 2) & 0xFF
+        buf[4] = 0x16
+        return 5
+
+    def write(self, data):
+        UART.SENT += 1
+        return len(data)
+
+    def flush(self):
+        pass
+
+
+class WDT:
+    def __init__(self, timeout):
+        pass
+
+    def feed(self):
+        pass
+"""
+FW_DRIVER = """
+# Built as upy_firmware.run() builds it, served one request at a time: the same steps on
+# the unix port (one program) and on the WebAssembly port, whose collector frees nothing
+# while Python code runs, so the node side calls each step from the top level.
+import gc
+gc.collect()
+base = gc.mem_alloc()
+import machine
+gc.collect()
+stand_in = gc.mem_alloc() - base
+import mbus_boards.pico as board
+from mbus_ports import upy_firmware as fw
+board.meter_path = "meter.json"
+board.state_path = "state.json"
+board.config["reply_delay_ms"] = 0
+machine.UART.LEFT = %d
+F = {"stand_in": stand_in, "requests": 0}
+
+
+def start():
+    F["fw"] = fw.Firmware(board)
+
+
+def collected():
+    gc.collect()
+    return gc.mem_alloc()
+
+
+def serve_one():
+    F["fw"].line.step()
+    return gc.mem_alloc()
+
+
+def report(start, peak, after):
+    print("BENCHFW {\\"start\\": %%d, \\"peak\\": %%d, \\"after\\": %%d, \\"requests\\": %%d, "
+          "\\"replies\\": %%d, \\"stand_in\\": %%d}"
+          %% (start, peak, after, F["fw"].line.requests, machine.UART.SENT, stand_in))
+
+
+def main():
+    start()
+    s = collected()
+    gc.threshold(fw.GC_SLACK)   # as run() does
+    peak = s
+    for _ in range(%d):
+        a = serve_one()
+        if a > peak:
+            peak = a
+    report(s, peak, collected())
+
+
+if __name__ == "__main__":
+    main()
+""" % (FW_REQUESTS, FW_REQUESTS)
+# node: the WebAssembly port, the board folder copied into its filesystem, the driver's
+# steps from the top level; the collector's threshold (GC_SLACK) is applied there after
+# each request, as the threshold collects on a board
+FW_WASM = """
+import fs from "fs";
+import path from "path";
+const mjs = process.env.MBUS_WASM_MJS;   // not in argv: the port reads its argv itself
+const dir = process.env.MBUS_WASM_BOARD;
+const n = parseInt(process.env.MBUS_WASM_REQUESTS);
+const { loadMicroPython } = await import(mjs);
+const out = [];
+const mp = await loadMicroPython({ heapsize: 1024 * 1024, stdout: (l) => out.push(l),
+                                   stderr: (l) => out.push(l) });
+function copy(src, dst) {
+  mp.FS.mkdir(dst);
+  for (const n of fs.readdirSync(src)) {
+    const s = path.join(src, n);
+    if (fs.statSync(s).isDirectory()) copy(s, dst + "/" + n);
+    else mp.FS.writeFile(dst + "/" + n, fs.readFileSync(s));
+  }
+}
+copy(dir, "/board");
+mp.FS.chdir("/board");
+try {
+  // gc.collect() frees only when called from the top level here
+  const get = (code) => { mp.runPython("V = " + code); return mp.globals.get("V"); };
+  const collected = () => { mp.runPython("gc.collect()"); return get("gc.mem_alloc()"); };
+  mp.runPython("import gc, sys\\nsys.path[:0] = ['/board/lib', '/board']\\nimport fw_bench");
+  mp.runPython("fw_bench.start()");
+  const start = collected();
+  const slack = get("fw_bench.fw.GC_SLACK");
+  let peak = start;
+  let last = start;
+  for (let i = 0; i < n; i++) {
+    const a = get("fw_bench.serve_one()");
+    if (a > peak) peak = a;
+    if (a - last > slack) last = collected();
+  }
+  mp.runPython("fw_bench.report(" + start + ", " + peak + ", " + collected() + ")");
+} catch (e) {
+  out.push("ERROR " + e);
+}
+console.log(out.join("\\n"));
+"""
+WASM_PACKAGE = "@micropython/micropython-webassembly-pyscript"
+
+
+def firmware_layout(board_dir, meter, mpy_cross=None):
+    """CPython: the board folder (lib/ as mbus-deploy ships it for a pico, .mpy with
+    mpy_cross, the compiled meter, the stand-in machine module, the driver)."""
+    import importlib.util
+    import os
+    import shutil
+    import subprocess
+    here = os.path.dirname(os.path.abspath(__file__))
+    spec = importlib.util.spec_from_file_location("_mbus_deploy", os.path.join(here,
+                                                                              "deploy.py"))
+    dep = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(dep)
+    root = dep.source_root()[0]
+    for src, dest in dep.shipped_files("pico"):
+        target = os.path.join(board_dir, "lib", dest)
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        if mpy_cross:
+            subprocess.run([mpy_cross, "-o", target[:-3] + ".mpy", os.path.join(root, src)],
+                           check=True, capture_output=True)
+        else:
+            shutil.copyfile(os.path.join(root, src), target)
+    for name, text in ((dep.COMPILED_METER, dep.compile_meter(meter)),
+                       ("machine.py", FW_MACHINE), ("fw_bench.py", FW_DRIVER)):
+        with open(os.path.join(board_dir, name), "w") as f:
+            f.write(text)
+
+
+def find_wasm(root):
+    """(node, micropython.mjs of the WebAssembly port) or None: MBUS_UPY_WASM, else the
+    package installed with `npm install --prefix .venv` (or into the checkout)."""
+    import os
+    import shutil
+    node = shutil.which("node")
+    cands = [os.environ.get("MBUS_UPY_WASM", "")]
+    for where in (os.path.join(root, ".venv"), root):
+        cands.append(os.path.join(where, "node_modules", WASM_PACKAGE, "micropython.mjs"))
+    for c in cands:
+        if c and os.path.isfile(c) and node:
+            return node, c
+    return None
+
+
+def firmware_figures(micropython, root, meter, mpy_cross=None):
+    """CPython: {"unix64": figures, "wasm32": figures or None}, notes. Figures: heap in use
+    after start, peak while serving, in use after serving (collected), the stand-in
+    machine module's share of them, requests and replies."""
+    import json
+    import os
+    import subprocess
+    import tempfile
+    out = {"unix64": None, "wasm32": None, "mpy": bool(mpy_cross)}
+    notes = []
+    with tempfile.TemporaryDirectory(prefix="mbus-fw-bench-") as board_dir:
+        firmware_layout(board_dir, meter, mpy_cross)
+        runs = [("unix64", [micropython, "fw_bench.py"], {"MICROPYPATH": ":lib"})]
+        wasm = find_wasm(root)
+        if wasm:
+            runs.append(("wasm32", [wasm[0], "--input-type=module", "-e", FW_WASM],
+                         {"MBUS_WASM_MJS": wasm[1], "MBUS_WASM_BOARD": board_dir,
+                          "MBUS_WASM_REQUESTS": str(FW_REQUESTS)}))
+        else:
+            notes.append("32-bit firmware heap not measured: needs node and the MicroPython "
+                         "WebAssembly port (npm install --prefix .venv %s@1.27.0)"
+                         % WASM_PACKAGE)
+        for key, cmd, env in runs:
+            r = subprocess.run(cmd, cwd=board_dir, env=dict(os.environ, **env),
+                               capture_output=True, text=True, timeout=300)
+            found = [ln for ln in r.stdout.splitlines() if ln.startswith("BENCHFW ")]
+            if found:
+                out[key] = json.loads(found[0][8:])
+            else:
+                notes.append("firmware heap (%s) not measured: %s" % (key, (
+                    (r.stdout + r.stderr).strip().splitlines() or ["no output"])[-1]))
+    return out, notes
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     n = int(argv[0]) if argv else 2000

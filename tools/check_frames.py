@@ -4,6 +4,8 @@ from mbus_core import datatypes as dt
 from mbus_core import frame as F
 from mbus_core.codec import records as R
 from mbus_core.codec import vif as vt
+from mbus_core.meter import manufacturer_text
+from mbus_core.slave import BAUD_RATES
 from mbus_tools.check_io import hexs
 
 SND_NKE = 0x40
@@ -14,7 +16,6 @@ CI_SELECT_MSB = 0x56
 CI_BAUD_FIRST = 0xB8
 CI_ERROR = 0x70
 DATA_CIS = (0x72, 0x7A, 0x78, 0x73)
-BAUD_RATES = (300, 600, 1200, 2400, 4800, 9600, 19200, 38400)
 
 
 # -- requests --------------------------------------------------------------------------
@@ -93,7 +94,7 @@ class Secondary:
     def text(self):
         parts = ["ID " + self.ident]
         if self.manufacturer != 0xFFFF:
-            parts.append(R.manufacturer_letters(self.manufacturer))
+            parts.append(manufacturer_text(self.manufacturer))
         if self.version != 0xFF:
             parts.append("version %d" % self.version)
         if self.medium != 0xFF:

@@ -46,7 +46,34 @@ def record_json(r):
     return d
 
 
-def frame_json(f):
+def _aes():
+    from mbus_ports import aes as A
+    missing = A.available()
+    if missing:
+        raise ValueError(missing)
+    return A.aes128, A.aes128_decrypt
+
+
+def _ident(app):
+    at = 2 + app[1] if app and app[0] == 0x90 and len(app) > 1 else 0
+    if len(app) >= at + 5:
+        return "%02X%02X%02X%02X" % (app[at + 4], app[at + 3], app[at + 2], app[at + 1])
+    return "?"
+
+
+def _encrypted(app):
+    """{"mode", "blocks"} of application data that is encrypted (AFL, or a CI 72 header
+    whose configuration field names a security mode); None when it is not."""
+    if app and app[0] == 0x90 and len(app) > 1:
+        app = app[2 + app[1]:]
+    if len(app) >= 13 and app[0] == 0x72:
+        cfg = app[11] | (app[12] << 8)
+        if (cfg >> 8) & 0x1F:
+            return {"mode": (cfg >> 8) & 0x1F, "blocks": (cfg >> 4) & 0x0F}
+    return None
+
+
+def frame_json(f, key=None, counters=None):
     if len(f) == 1:
         return {"type": "ack"}
     if f[0] == 0x10:
@@ -58,7 +85,27 @@ def frame_json(f):
         return out
     if out["type"] == "control":
         return out
-    d = R.decode_user_data(f[6:-2])
+    app = bytes(f[6:-2])
+    if key is not None and app[:1] in (b"\x72", b"\x90"):  # CI 70, 78... stay as they are
+        from mbus_core.codec import secure
+        enc, dec = _aes()
+        try:
+            app, info = secure.decrypt_user_data(app, key, enc, dec, counters)
+        except secure.SecurityError as e:
+            raise ValueError("meter %s: %s" % (_ident(app), e))
+        out["security"] = info
+    else:
+        info = _encrypted(app)
+        if info is not None:   # no key: the header in clear, no records from ciphertext
+            info["note"] = "encrypted: give --key HEX to decrypt"
+            out["security"] = info
+            tpl = app[2 + app[1]:] if app[0] == 0x90 else app
+            header = R.decode_user_data(tpl[:13]).get("header")
+            if header is not None:
+                out["header"] = header
+            out["records"] = []
+            return out
+    d = R.decode_user_data(app)
     if d.get("header") is not None:
         out["header"] = d["header"]
     if "error" in d:
@@ -67,12 +114,25 @@ def frame_json(f):
     if "fixed" in d:
         out["fixed"] = d["fixed"]
     out["records"] = [record_json(r) for r in d["records"]]
+    if "security" in out:   # the 2F fillers up to the block boundary are no records
+        out["records"] = [r for r in out["records"] if r.get("dif") != "2F"]
     return out
 
 
-def decode_text(text):
+def decode_text(text, key=None):
+    """Decode the frames in `text`; with `key` (16 bytes) decrypt mode 5 and mode 7
+    telegrams, and check that each meter's mode 7 message counter rises from frame to
+    frame (a replay or a falling counter is an error)."""
     frames = model.parse_frames(text)
-    out = [frame_json(f) for f in frames]
+    counters = {}
+    out = []
+    for i, f in enumerate(frames):
+        try:
+            out.append(frame_json(f, key, counters))
+        except ValueError as e:
+            if key is not None and len(frames) > 1:
+                raise ValueError("frame %d: %s" % (i + 1, e))
+            raise
     return out[0] if len(out) == 1 else out
 
 
@@ -85,7 +145,18 @@ def main(argv=None):
     p.add_argument("hex", nargs="*", help="frame bytes in hex (spaces optional)")
     p.add_argument("-f", "--file", help="read the hex from FILE ('-' for stdin)")
     p.add_argument("--compact", action="store_true", help="one-line JSON")
+    p.add_argument("--key", default=None, metavar="HEX",
+                   help="AES-128 key (32 hex digits): decrypt OMS security mode 5 and 7 "
+                   "telegrams; a wrong key, a bad MAC, a replayed message counter or an "
+                   "unencrypted telegram is an error (exit status 1)")
     args = p.parse_args(argv)
+    key = None
+    if args.key is not None:
+        from mbus_core.security import parse_key
+        try:
+            key = parse_key(args.key)
+        except ValueError as e:
+            p.error("--key: %s" % e)
     try:
         if args.file and args.hex:
             p.error("give the hex either as arguments or with -f, not both")
@@ -99,7 +170,7 @@ def main(argv=None):
             text = " ".join(args.hex)
         else:
             text = sys.stdin.read()
-        result = decode_text(text)
+        result = decode_text(text, key)
     except (ValueError, OSError, UnicodeDecodeError) as e:
         sys.stderr.write("mbus-decode: %s\n" % (str(e).splitlines() or ["error"])[0])
         return 1

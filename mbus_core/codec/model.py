@@ -3,6 +3,7 @@
 # clock callable. No I/O here: the port reads the file and adds its name to errors.
 from mbus_core.codec import records as R
 from mbus_core.codec import vif as vt
+from mbus_core import frame as F
 from mbus_core import meter as M
 from mbus_core.live_record import meter_where, _shown
 from mbus_core.codec.capture import capture_hex, is_reply
@@ -15,7 +16,7 @@ class ConfigError(ValueError):
 
 METER_KEYS = ("name", "address", "id", "manufacturer", "version", "medium", "status",
               "signature", "fabrication", "records", "replay", "ci", "fixed", "alarm",
-              "strict_repeat", "comment", "description")
+              "strict_repeat", "security", "comment", "description")
 RECORD_KEYS = ("quantity", "unit", "value", "type", "function", "storage", "tariff",
                "subunit", "dif", "vif", "vife", "resolution", "name", "comment")
 # record keys whose value is text (hex for dif/vif/vife)
@@ -341,7 +342,47 @@ def meter_from_config(cfg, index=0, clock=None):
         raise ConfigError("%s: %s" % (where, e))
     if "alarm" in cfg:
         m.alarm = _alarm_from_config(cfg["alarm"], where, clock)
+    if "security" in cfg:
+        try:
+            m.security = security_from_config(cfg["security"], ci)
+        except ValueError as e:
+            raise ConfigError("%s: security: %s" % (where, e))
+        m.invalidate()
     return m
+
+
+def security_from_config(spec, ci=0x72, aes=None):
+    """{"mode": 5 or 7, "key": "32 hex digits"[, "counter": N]} -> Security (mode 0:
+    None). `aes`: the AES-128 block function factory (default: the one the port
+    registered with mbus_core.security.set_default_aes)."""
+    from mbus_core import security as S
+    if not isinstance(spec, dict):
+        raise ValueError("must be an object: {\"mode\": 5, \"key\": \"<32 hex digits>\"}")
+    for k in spec:
+        if k not in ("mode", "key", "counter", "clear", "comment"):
+            raise ValueError("unknown key '%s' (known: mode, key, counter, clear)" % k)
+    mode = spec.get("mode")
+    if isinstance(mode, bool) or mode not in (0, 5, 7):
+        raise ValueError("mode must be 5 (profile A), 7 (profile B) or 0 (none), not %r"
+                         % (mode,))
+    if mode == 0:
+        return None
+    if not isinstance(spec.get("key"), str):
+        raise ValueError("needs \"key\": 32 hex digits (AES-128)")
+    key = S.parse_key(spec["key"])
+    counter = spec.get("counter", 0)
+    if isinstance(counter, bool) or not isinstance(counter, int) or \
+            not 0 <= counter <= 0xFFFFFFFF or (counter and mode != 7):
+        raise ValueError("counter (mode 7 only) must be 0..4294967295")
+    clear = spec.get("clear", 0)
+    if isinstance(clear, bool) or not isinstance(clear, int) or not 0 <= clear <= 250:
+        raise ValueError("clear (how many of the last records go unencrypted) must be "
+                         "0..250")
+    if ci != 0x72:
+        raise ValueError("an encrypted meter needs \"ci\": \"long\" (CI 72)")
+    if aes is None:   # what the port registered (mbus_ports.aes does on import)
+        aes = S.default_aes()
+    return S.Security(mode, key, aes, counter=counter, clear=clear)
 
 
 def _records_from_config(lst, where, label, clock):
@@ -391,59 +432,53 @@ def meters_from_config(cfg, clock=None):
 # -- captured telegrams ----------------------------------------------------------------
 def parse_frames(text):
     """Hex text (bytes with or without spaces, one or more frames, any lines) -> list of
-    frames (bytes), each checked: E5, short 10..16, or long/control 68 L L 68 .. CS 16."""
+    frames (bytes): E5, short 10..16, or long/control 68 L L 68 .. CS 16, each checked by
+    the runtime's frame parser (mbus_core.frame), one after the other with nothing between."""
     try:
         data = R.parse_hex(text)
     except ValueError as e:
         raise ConfigError(str(e))
     if not data:
         raise ConfigError("no bytes in the hex text")
+    parser = F.FrameParser()
     out = []
     i = 0
     n = 0
     while i < len(data):
         n += 1
         b = data[i]
-        if b == 0xE5:
-            out.append(data[i:i + 1])
-            i += 1
-            continue
-        if b == 0x10:
-            if i + 5 > len(data):
-                raise ConfigError("frame %d: short frame cut off" % n)
-            f = data[i:i + 5]
-            if (f[1] + f[2]) & 0xFF != f[3] or f[4] != 0x16:
-                raise ConfigError("frame %d: bad short frame checksum or stop byte" % n)
-            out.append(f)
-            i += 5
-            continue
-        if b != 0x68:
+        if b == F.ACK:
+            size = 1
+        elif b == F.SHORT_START:
+            size = 5
+        elif b == F.LONG_START:
+            if i + 4 > len(data):
+                raise ConfigError("frame %d: cut off in the header" % n)
+            size = data[i + 1] + 6
+        else:
             raise ConfigError("frame %d: bad start byte 0x%02X at offset %d (want 68)"
                               % (n, b, i))
-        if i + 4 > len(data):
-            raise ConfigError("frame %d: cut off in the header" % n)
-        ln = data[i + 1]
-        if data[i + 2] != ln or data[i + 3] != 0x68:
-            raise ConfigError("frame %d: bad header (68 L L 68 with equal L wanted)" % n)
-        if ln < 3:
-            raise ConfigError("frame %d: length %d < 3" % (n, ln))
-        end = i + 4 + ln + 2
-        if end > len(data):
+        if i + size > len(data):
             raise ConfigError("frame %d: %d bytes announced, only %d there"
-                              % (n, ln + 6, len(data) - i))
-        cs = 0
-        j = i + 4
-        while j < i + 4 + ln:
-            cs = (cs + data[j]) & 0xFF
-            j += 1
-        if data[end - 2] != cs:
-            raise ConfigError("frame %d: bad checksum 0x%02X (computed 0x%02X)"
-                              % (n, data[end - 2], cs))
-        if data[end - 1] != 0x16:
-            raise ConfigError("frame %d: bad stop byte 0x%02X (want 16)" % (n, data[end - 1]))
-        out.append(data[i:end])
-        i = end
+                              % (n, size, len(data) - i))
+        frame = data[i:i + size]
+        if size > 1:
+            if parser.feed(frame) != size or not parser.kind or parser.errors:
+                raise ConfigError("frame %d: %s" % (n, _frame_fault(frame)))
+        out.append(frame)
+        i += size
     return out
+
+
+def _frame_fault(f):
+    """What is wrong with a frame the frame parser refused, in words."""
+    if f[0] == F.LONG_START and (f[2] != f[1] or f[3] != F.LONG_START or f[1] < 3):
+        return "bad header (68 L L 68 with equal L >= 3 wanted)"
+    at = len(f) - 2
+    cs = F.checksum(f, 1 if f[0] == F.SHORT_START else 4, at)
+    if f[at] != cs:
+        return "bad checksum 0x%02X (computed 0x%02X)" % (f[at], cs)
+    return "bad stop byte 0x%02X (want 16)" % f[at + 1]
 
 
 def replay_from_hex(text, address=None):

@@ -8,8 +8,8 @@
 from mbus_core import datatypes as dt
 from mbus_core.live_record import (parse_hex, scale_value, encode_data, Record,  # noqa: F401
                                _round)
+from mbus_core.meter import manufacturer_text
 from mbus_core.codec import vif as vt
-from mbus_core.codec import units as ut
 
 FUNCTIONS = (("instantaneous", 0), ("maximum", 1), ("minimum", 2), ("error", 3),
              ("instant", 0), ("actual", 0), ("max", 1), ("min", 2), ("value during error", 3))
@@ -268,10 +268,10 @@ def make_record(quantity=None, unit=None, value=0, type=None, function="instanta
         if resolution is not None:
             p = _raw_pow(resolution)
         return Record(head, code, value, p, _kind(tname, value), name)
-    found = ut.find_quantity(qn)
+    found = vt.find_quantity(qn)
     if found is None:
         raise ValueError("unknown quantity %r (known: %s)" % (quantity,
-                                                             ", ".join(ut.quantity_names())))
+                                                             ", ".join(vt.quantity_names())))
     kind, info = found
     if kind == "plain":
         vbytes, dtype = info
@@ -284,23 +284,19 @@ def make_record(quantity=None, unit=None, value=0, type=None, function="instanta
         head = build_dib(code, fcode, storage, tariff, subunit) + _ext(vbytes, extra)
         return _record(head, code, value, 0, _kind(tname, value), name)
     if unit is None:
-        unit = ut.default_unit(kind, info)
+        unit = vt.default_unit(kind, info)
     if kind == "timed":
         units, prefix, first = info
-        n = -1
-        for u, k in units:
-            if u == unit:
-                n = k
-        if n < 0:
+        if unit not in units:
             raise ValueError("unknown unit %r (known: %s)"
-                             % (unit, ", ".join(ut.unit_names(kind, info))))
+                             % (unit, ", ".join(vt.unit_names(kind, info))))
         tname = tname or "int32"
         code = dt.type_code(tname)
         if code < 0 or code == 0x0D:
             raise ValueError("unknown or unsuitable type %r" % tname)
         if code not in (0x5,):
             code = _widen(code, samples, 0) if type is None else code
-        vbytes = prefix + bytes((first + n,))
+        vbytes = prefix + bytes((first + units.index(unit),))
         head = build_dib(code, fcode, storage, tariff, subunit) + _ext(vbytes, extra)
         return Record(head, code, value, 0, "num", name)
     # scaled
@@ -313,7 +309,7 @@ def make_record(quantity=None, unit=None, value=0, type=None, function="instanta
                 upow = p
     if fam is None:
         raise ValueError("unknown unit %r (known: %s)"
-                         % (unit, ", ".join(ut.unit_names(kind, info))))
+                         % (unit, ", ".join(vt.unit_names(kind, info))))
     tname = tname or "int32"
     code = dt.type_code(tname)
     if code < 0 or code == 0x0D:
@@ -359,6 +355,23 @@ def _vife_chain(extra):
     return bytes(b)
 
 
+def ext_end(data, i, end, ext, limit):
+    """Walk the extension bytes (DIFEs after a DIF, VIFEs after a VIF) that start at
+    data[i]: while `ext` (the byte before has bit 7 set) one more follows. -> the position
+    after the last one; -1 when `end` comes first, -2 when more than `limit` follow.
+    The codec's one DIF/VIF walker (the runtime's is mbus_core.meter.record_key)."""
+    n = 0
+    while ext:
+        if i >= end:
+            return -1
+        if n >= limit:
+            return -2
+        ext = data[i] & 0x80
+        i += 1
+        n += 1
+    return i
+
+
 def _check_ext(what, b, start, limit):
     """b[0] and its extension bytes from b[start] on, as decode_records reads them: each
     byte with bit 7 set is followed by one more, the chain ends with b, and it has at most
@@ -366,14 +379,10 @@ def _check_ext(what, b, start, limit):
     name = "DIFE" if what == "dif" else "VIFE"
     if not b or start > len(b):
         raise ValueError("%s %s is cut short" % (what, dt.hexstr(b)))
-    ext = b[0] & 0x80
-    i = start
-    while ext:
-        if i >= len(b):
-            raise ValueError("%s %s: its last byte has the extension bit (80) set, so a "
-                             "%s must follow" % (what, dt.hexstr(b), name))
-        ext = b[i] & 0x80
-        i += 1
+    i = ext_end(b, start, len(b), b[0] & 0x80, len(b))
+    if i < 0:
+        raise ValueError("%s %s: its last byte has the extension bit (80) set, so a "
+                         "%s must follow" % (what, dt.hexstr(b), name))
     if i < len(b):
         raise ValueError("%s %s: %02X follows a byte without the extension bit (80)"
                          % (what, dt.hexstr(b), b[i]))
@@ -436,7 +445,8 @@ def _raw_kind(tname, code, head, value):
         return "date"
     if code in (0x4, 0x6) and vif is not None and (vif & 0x7F) == 0x6D:
         return "datetime"
-    if code == 0x4 and _dst_vib(head[_vif_at(head):], value):
+    at = _vif_at(head)
+    if code == 0x4 and at >= 0 and _dst_vib(head[at:], value):
         return "dst"
     if code == 0x0D:
         return "text" if isinstance(value, str) else "num"
@@ -455,15 +465,15 @@ def _raw_pow(resolution):
 
 
 def _vif_at(head):
-    i = 0
-    while i < len(head) and head[i] & 0x80:
-        i += 1
-    return i + 1
+    """The position of the VIF in a record's head, or -1 when it has none."""
+    if not head:
+        return -1
+    return ext_end(head, 1, len(head), head[0] & 0x80, len(head))
 
 
 def _vif_of(head):
     i = _vif_at(head)
-    return head[i] if i < len(head) else None
+    return head[i] if 0 <= i < len(head) else None
 
 
 def _dst_vib(vib, value):
@@ -667,15 +677,10 @@ def decode_records(data, start=0, end=-1):
             out.append(rec)
             break
         p = i
-        i += 1
-        ext = dif & 0x80
-        while ext:
-            if i >= end:
-                raise DecodeError("Premature end of record at DIF.")
-            if i - p > MAX_DIFE:
-                raise DecodeError("Too many DIFE.")
-            ext = data[i] & 0x80
-            i += 1
+        i = ext_end(data, p + 1, end, dif & 0x80, MAX_DIFE)
+        if i < 0:
+            raise DecodeError("Premature end of record at DIF." if i == -1
+                              else "Too many DIFE.")
         rec.dife = bytes(data[p + 1:i])
         if i >= end:
             raise DecodeError("Premature end of record at VIF.")
@@ -694,14 +699,10 @@ def decode_records(data, start=0, end=-1):
             rec.text_unit = dt.text_decode(data[i:i + n])
             i += n
         q = i
-        ext = v & 0x80
-        while ext:
-            if i >= end:
-                raise DecodeError("Premature end of record at VIF.")
-            if i - q >= MAX_VIFE:
-                raise DecodeError("Too many VIFE.")
-            ext = data[i] & 0x80
-            i += 1
+        i = ext_end(data, q, end, v & 0x80, MAX_VIFE)
+        if i < 0:
+            raise DecodeError("Premature end of record at VIF." if i == -1
+                              else "Too many VIFE.")
         rec.vife = bytes(data[q:i])
         code = dif & 0x0F
         rec.code = code
@@ -732,23 +733,13 @@ def decode_records(data, start=0, end=-1):
     return out
 
 
-def manufacturer_letters(code):
-    return (chr(((code >> 10) & 0x1F) + 64) + chr(((code >> 5) & 0x1F) + 64)
-            + chr((code & 0x1F) + 64))
-
-
 def decode_header12(d, pos=0):
     man = d[pos + 4] | (d[pos + 5] << 8)
     ident = dt.bcd_hex(d[pos:pos + 4])
-    return {"id": ident, "manufacturer": manufacturer_letters(man),
+    return {"id": ident, "manufacturer": manufacturer_text(man),
             "manufacturer_code": man, "version": d[pos + 6], "medium": d[pos + 7],
             "medium_name": vt.medium_name(d[pos + 7]), "access": d[pos + 8],
             "status": d[pos + 9], "signature": d[pos + 10] | (d[pos + 11] << 8)}
-
-
-FIXED_MEDIA = ("Other", "Oil", "Electricity", "Gas", "Heat", "Steam", "Hot Water", "Water",
-               "H.C.A.", "Reserved", "Gas Mode 2", "Heat Mode 2", "Hot Water Mode 2",
-               "Water Mode 2", "H.C.A. Mode 2", "Reserved")
 
 
 def decode_user_data(app):
@@ -789,7 +780,7 @@ def decode_user_data(app):
         c1 = d[9:13]
         c2 = d[13:17]
         out["header"] = {"id": dt.bcd_hex(d[1:5]), "access": d[5], "status": status,
-                         "medium": medium, "medium_name": FIXED_MEDIA[medium]}
+                         "medium": medium, "medium_name": vt.FIXED_MEDIA[medium]}
         out["fixed"] = {"unit1": d[7] & 0x3F, "unit2": d[8] & 0x3F,
                         "counter1": dt.bcd_decode(c1) if bcd else dt.int_decode(c1),
                         "counter2": dt.bcd_decode(c2) if bcd else dt.int_decode(c2),

@@ -1,21 +1,22 @@
-# VIF tables (EN 13757-3): the primary table, the FD and FB extension tables and the
-# combinable VIFE codes. Decoding names follow libmbus' normalised output (unit strings
-# like "Wh", "m^3", "°C" and quantity names like "Volume flow"), so that our decoder and
-# libmbus agree record by record.
+# The VIF tables (EN 13757-3): the primary table, the FD and FB extension tables and the
+# combinable VIFE codes. One table serves both ways: decoding looks a code up (vif_info),
+# and building a record from what a meter author writes ("quantity": "energy", "unit":
+# "kWh") takes the codes of that quantity and unit from the same rows (find_quantity,
+# below). Decoding names follow libmbus' normalised output (unit strings like "Wh", "m^3",
+# "°C" and quantity names like "Volume flow"), so that our decoder and libmbus agree
+# record by record. Also here: medium names and the application error names.
 #
 # A range entry is (first code, count, scale, unit, quantity):
 #   scale int   -> factor 10**(scale + n) for the n-th code of the range
-#   scale "T"   -> time units: s, min, h, d (factors 1, 60, 3600, 86400)
-#   scale "L"   -> long time units: h, d, month, year
-#   scale "TL"  -> s, min, h, d, month, year
-#   scale "TM"  -> min, h, d
+#   scale "T", "L", "TL", "TM" -> time: the n-th code has the n-th unit of TIME_UNITS
+#               (s, min, h, d / h, d, month, year / s .. year / min, h, d), in seconds
 #   scale None  -> factor 1 (no unit scaling)
 #   scale "Z"   -> factor 0 (reserved, as libmbus)
 
-T_FACTORS = (1, 60, 3600, 86400)
-L_FACTORS = (3600, 86400, 2629743.83, 31556926.0)
-TL_FACTORS = (1, 60, 3600, 86400, 2629743.83, 31556926.0)
-TM_FACTORS = (60, 3600, 86400)
+SECONDS = (("s", 1), ("min", 60), ("h", 3600), ("d", 86400), ("month", 2629743.83),
+           ("year", 31556926.0))
+TIME_UNITS = (("T", ("s", "min", "h", "d")), ("L", ("h", "d", "month", "year")),
+              ("TL", ("s", "min", "h", "d", "month", "year")), ("TM", ("min", "h", "d")))
 DEG = "\u00b0"
 
 PRIMARY = (
@@ -145,25 +146,32 @@ def _pow10(e):
     return 1.0 / (10 ** -e) if e < -22 else float("1e%d" % e)
 
 
+def time_units(scale):
+    """The units of a time range's codes (scale "T", "L", "TL", "TM"), else None."""
+    for kind, units in TIME_UNITS:
+        if kind == scale:
+            return units
+    return None
+
+
+def _factor(scale, n):
+    """The factor of the n-th code of a range with this scale (see the table's key)."""
+    if scale is None:
+        return 1
+    if scale == "Z":
+        return 0
+    if isinstance(scale, int):
+        return _pow10(scale + n)
+    unit = time_units(scale)[n]
+    for u, seconds in SECONDS:
+        if u == unit:
+            return seconds
+
+
 def _lookup(table, code):
     for first, count, scale, unit, quantity in table:
         if first <= code < first + count:
-            n = code - first
-            if scale is None:
-                f = 1
-            elif scale == "Z":
-                f = 0
-            elif scale == "T":
-                f = T_FACTORS[n]
-            elif scale == "L":
-                f = L_FACTORS[n]
-            elif scale == "TL":
-                f = TL_FACTORS[n]
-            elif scale == "TM":
-                f = TM_FACTORS[n]
-            else:
-                f = _pow10(scale + n)
-            return quantity, unit, f
+            return quantity, unit, _factor(scale, code - first)
     return None
 
 
@@ -189,6 +197,175 @@ def vife_correct(vif, vife, value):
     if c == 0x7D:
         return value * 1000.0
     return value
+
+
+# -- what a meter author writes --------------------------------------------------------
+# A quantity: (names, its quantity in the tables above, default type). The rows of that
+# quantity give the codes: a scaled quantity (integer scale) offers the units of UNITS
+# whose table unit it has, a time quantity the units of its range, a plain one (scale
+# None, one code) no unit. The first name is the one error messages list.
+QUANTITIES = (
+    (("energy",), "Energy", None),
+    (("volume",), "Volume", None),
+    (("mass",), "Mass", None),
+    (("power",), "Power", None),
+    (("volume flow", "flow"), "Volume flow", None),
+    (("mass flow",), "Mass flow", None),
+    (("flow temperature",), "Flow temperature", None),
+    (("return temperature",), "Return temperature", None),
+    (("temperature difference",), "Temperature difference", None),
+    (("external temperature", "temperature"), "External temperature", None),
+    (("pressure",), "Pressure", None),
+    (("voltage",), "Voltage", None),
+    (("current",), "Current", None),
+    (("credit",), "Credit", None),
+    (("debit",), "Debit", None),
+    (("on time",), "On time", None),
+    (("operating time",), "Operating time", None),
+    (("averaging duration",), "Averaging Duration", None),
+    (("actuality duration",), "Actuality Duration", None),
+    (("storage interval",), "Storage interval", None),
+    (("duration since last readout",), "Duration since last readout", None),
+    (("period of tariff",), "Period of tariff", None),
+    (("duration since last cumulation",), "Duration since last cumulation", None),
+    (("operating time battery", "battery time"), "Operating time battery", None),
+    (("date",), "Time point (date)", "date"),
+    (("datetime", "date time", "date and time", "time point"), "Time point (date & time)",
+     "datetime"),
+    (("hca", "h.c.a.", "heat cost allocation"), "H.C.A.", "int32"),
+    (("fabrication number", "fabrication no", "fabrication"), "Fabrication No", "bcd8"),
+    (("enhanced identification", "identification"), "(Enhanced) Identification", "bcd12"),
+    (("bus address", "address"), "Bus Address", "int8"),
+    (("manufacturer specific",), "Manufacturer specific", "int32"),
+    (("access number",), "Access Number (transmission count)", "int8"),
+    (("medium",), "Medium", "int8"),
+    (("manufacturer",), "Manufacturer", "int16"),
+    (("parameter set identification", "parameter set"), "Parameter set identification",
+     "int16"),
+    (("model/version", "model / version", "model", "text"), "Model / Version", "text"),
+    (("hardware version",), "Hardware version", "int8"),
+    (("firmware version",), "Firmware version", "int8"),
+    (("software version",), "Software version", "int8"),
+    (("customer location",), "Customer location", "text"),
+    (("customer",), "Customer", "text"),
+    (("error flags",), "Error flags", "int16"),
+    (("error mask",), "Error mask", "int16"),
+    (("digital output",), "Digital Output", "int8"),
+    (("digital input",), "Digital Input", "int8"),
+    (("baudrate",), "Baudrate", "int16"),
+    (("response delay time", "response delay"), "Response delay time", "int16"),
+    (("retry",), "Retry", "int8"),
+    (("dimensionless",), "Dimensionless", "int32"),
+    (("reset counter",), "Reset counter", "int16"),
+    (("cumulation counter",), "Cumulation counter", "int32"),
+    (("control signal",), "Control signal", "int8"),
+    (("day of week",), "Day of week", "int8"),
+    (("week number",), "Week number", "int8"),
+    (("battery change", "date and time of battery change"), "Date and time of battery change",
+     "datetime"),
+    (("daylight saving", "dst", "daylight saving time"),
+     "Daylight saving (beginning, ending, deviation)", "dst"),
+)
+
+# The units an author may write for a table unit: (table unit, ((name, power of ten), ..)).
+# A quantity's default unit is the first name of the unit of its first row.
+UNITS = (
+    ("Wh", (("Wh", 0), ("kWh", 3), ("MWh", 6), ("GWh", 9))),
+    ("J", (("J", 0), ("kJ", 3), ("MJ", 6), ("GJ", 9))),
+    ("W", (("W", 0), ("kW", 3), ("MW", 6))),
+    ("J/h", (("J/h", 0), ("kJ/h", 3), ("MJ/h", 6), ("GJ/h", 9))),
+    ("m^3", (("m3", 0), ("m^3", 0), ("l", -3), ("ml", -6))),
+    ("feet^3", (("ft3", 0), ("feet^3", 0))),
+    ("American gallon", (("gal", 0), ("gallon", 0))),
+    ("kg", (("kg", 0), ("g", -3), ("t", 3))),
+    ("m^3/h", (("m3/h", 0), ("m^3/h", 0), ("l/h", -3))),
+    ("m^3/min", (("m3/min", 0), ("m^3/min", 0), ("l/min", -3))),
+    ("m^3/s", (("m3/s", 0), ("m^3/s", 0), ("l/s", -3), ("ml/s", -6))),
+    ("kg/h", (("kg/h", 0), ("g/h", -3), ("t/h", 3))),
+    ("bar", (("bar", 0), ("mbar", -3))),
+    ("V", (("V", 0), ("mV", -3), ("kV", 3))),
+    ("A", (("A", 0), ("mA", -3), ("kA", 3))),
+    ("Currency units", (("currency", 0),)),
+    (DEG + "C", (("C", 0), (DEG + "C", 0), ("degC", 0))),
+    (DEG + "F", (("F", 0), (DEG + "F", 0), ("degF", 0))),
+    ("K", (("K", 0), ("mK", -3))),
+)
+
+TABLES = ((b"", PRIMARY), (b"\xfd", FD_TABLE), (b"\xfb", FB_TABLE))
+
+
+def _rows(quantity):
+    """(vif prefix, first, count, scale, unit) of the table rows of a quantity."""
+    out = []
+    for prefix, table in TABLES:
+        for first, count, scale, unit, q in table:
+            if q == quantity:
+                out.append((prefix, first, count, scale, unit))
+    return out
+
+
+def find_quantity(name):
+    """What an author's quantity name stands for:
+    ("scaled", families): families ((units, codes), ..), one for each table unit: units
+        ((name, power of ten of the table unit), ..), codes ((vif prefix, first code,
+        exponent of the first code, count), ..): the n-th code has the exponent first + n
+    ("timed", (units, vif prefix, first code)): the n-th unit has the code first + n
+    ("plain", (vif bytes, default type))
+    None for an unknown name."""
+    n = name.strip().lower()
+    for names, quantity, dtype in QUANTITIES:
+        if n in names:
+            break
+    else:
+        return None
+    rows = _rows(quantity)
+    prefix, first, count, scale, unit = rows[0]
+    if scale is None:
+        return "plain", (prefix + bytes((first,)), dtype)
+    if not isinstance(scale, int):
+        return "timed", (time_units(scale), prefix, first)
+    families = []
+    seen = []
+    for row in rows:
+        table_unit = row[4]
+        units = _author_units(table_unit)
+        if units is None or table_unit in seen:
+            continue
+        seen.append(table_unit)
+        families.append((units, [(p, f, s, c) for p, f, c, s, u in rows if u == table_unit]))
+    return "scaled", families
+
+
+def _author_units(table_unit):
+    for u, names in UNITS:
+        if u == table_unit:
+            return names
+    return None
+
+
+def quantity_names():
+    out = [names[0] for names, q, t in QUANTITIES]
+    out.append("custom")
+    return out
+
+
+def unit_names(kind, info):
+    out = []
+    if kind == "scaled":
+        for units, codes in info:
+            for u, p in units:
+                out.append(u)
+    elif kind == "timed":
+        out.extend(info[0])
+    return out
+
+
+def default_unit(kind, info):
+    if kind == "scaled":
+        return info[0][0][0][0]
+    if kind == "timed":
+        return info[0][0]
+    return None
 
 
 _PER = ("second", "minute", "hour", "day", "week", "month", "year", "revolution/measurement",
@@ -257,6 +434,11 @@ MEDIA = (
     (0x28, "Waste Water"), (0x29, "Garbage"), (0x30, "Service Unit"),
     (0x36, "Radio Converter: System"), (0x37, "Radio Converter: Meter"),
 )
+
+# the 4-bit medium of a fixed data structure (CI 73)
+FIXED_MEDIA = ("Other", "Oil", "Electricity", "Gas", "Heat", "Steam", "Hot Water", "Water",
+               "H.C.A.", "Reserved", "Gas Mode 2", "Heat Mode 2", "Hot Water Mode 2",
+               "Water Mode 2", "H.C.A. Mode 2", "Reserved")
 
 # short names a meter author may write (lower case), besides the full names above
 MEDIUM_ALIASES = (

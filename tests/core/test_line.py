@@ -1,10 +1,7 @@
 # The shared run loop (ports/line.py) with a scripted port, on both runtimes.
 from mbus_testutil import h, demo_bus
 
-try:
-    from ports.line import LineServer, reply_window_ms, default_reply_delay_ms
-except ImportError:  # installed layout
-    from mbus_ports.line import LineServer, reply_window_ms, default_reply_delay_ms
+from mbus_ports.line import LineServer, reply_window_ms, default_reply_delay_ms
 
 
 class ScriptedPort:

@@ -242,3 +242,19 @@ def test_media():
     assert vt.medium_code("heat") == 4 and vt.medium_code("Warm Water") == 6
     assert vt.medium_code("electricity") == 2 and vt.medium_code("nonsense") == -1
     assert vt.medium_name(7) == "Water"
+
+
+def test_one_vif_table_both_ways():
+    """Every quantity an author may name has its rows in the VIF table, and a record built
+    from it in its default unit decodes to that quantity (time in seconds, as libmbus)."""
+    for names, quantity, dtype in vt.QUANTITIES:
+        kind, info = vt.find_quantity(names[0])
+        assert (kind == "plain") == (dtype is not None), names
+        if kind == "plain":
+            continue
+        unit = vt.default_unit(kind, info)
+        d = R.decode_records(R.make_record(names[0], unit, 1).encode())[0]
+        want = dict(vt.SECONDS)[unit] if kind == "timed" else 1
+        assert d.quantity == quantity and d.value == want, (names, unit, d.quantity, d.value)
+    assert R.make_record("volume", "l", 5).encode() == h("04 13 05 00 00 00")
+    assert R.make_record("on time", "d", 2).encode() == h("04 23 02 00 00 00")

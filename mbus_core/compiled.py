@@ -78,10 +78,20 @@ def _meter(d, index, clock):
                   strict_repeat=d.get("strict_repeat", False))
         if "alarm" in d:
             m.alarm = _unhex(d["alarm"])
+        if "security" in d:
+            m.security = _security(d["security"])
         return m
     except (ValueError, TypeError, KeyError, IndexError, AttributeError) as e:
         raise CompiledError("%s: %s%s" % (where, "record %d: " % n if n else "",
                                           e if str(e) else type(e).__name__))
+
+
+def _security(s):
+    """{"mode", "key" (hex), "counter", "clear"} -> Security, with the AES block function
+    the port registered (mbus_ports.aes: cryptolib on a board)."""
+    from mbus_core import security as S
+    return S.Security(s["mode"], _unhex(s["key"]), S.default_aes(), counter=s["counter"],
+                      clear=s["clear"])
 
 
 def _record(r, clock):

@@ -125,6 +125,10 @@ class Firmware:
         # meter resumes at or beyond anything a master has read
         self.readings_s = cfg.get("readings_min", 60) * 60
         self.readings_due = ticks_add(ticks_ms(), int(self.readings_s * 1000))
+        for m in meters:   # mode 7: persist the message counter's bound before use
+            sec = getattr(m, "security", None)
+            if sec is not None and sec.mode == 7:
+                sec.reserve = self._reserve
         self.bus = Bus(meters)
         self.bus.on_change = self._changed
         names = start.START_MODULES + start.config_modules() + STATE
@@ -141,6 +145,11 @@ class Firmware:
         # called from inside bus.feed, before the reply goes out: only take note here
         if what in ("address", "id", "baud"):
             self.dirty = True
+
+    def _reserve(self, bound):
+        # a new message counter bound: on flash before any telegram passes it (a master
+        # rejects a counter it has seen; a restart must never repeat one)
+        self.persist()
 
     def _baud(self, rate):
         self.dirty = True

@@ -17,6 +17,10 @@ import json
 
 from mbus_core.compiled import CompiledError, Stamp, meters_from_compiled
 from mbus_ports.upy_firmware import log, _err, drop_modules
+try:  # AES for encrypted meters (cryptolib); registered with mbus_core.security
+    from mbus_ports import aes as _aes  # noqa: F401
+except ImportError:
+    pass
 
 # the demo meter ({"name": "demo", "address": 3, "id": 12345678, "manufacturer": "TST",
 # "version": 1, "medium": "water"}), compiled: a volume counter and a constant flow

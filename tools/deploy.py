@@ -37,7 +37,8 @@ BOARDS = ("pico", "esp32", "generic")
 
 # The port files a board needs (ports/ -> lib/mbus_ports/), in import order; with the
 # codec (--codec) also the meter file reader.
-PORT_FILES = ("line.py", "state.py", "upy_uart.py", "upy_firmware.py", "upy_start.py")
+PORT_FILES = ("line.py", "state.py", "upy_uart.py", "upy_firmware.py", "upy_start.py",
+              "aes.py")
 CODEC_PORT_FILES = ("config.py",)
 COMPILED_METER = "meter.mbus.json"   # on the board: /meter.mbus.json (upy_firmware)
 LIB_DIRS = ("lib", "lib/mbus_core", "lib/mbus_core/codec", "lib/mbus_ports",

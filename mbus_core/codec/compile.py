@@ -31,11 +31,11 @@ def compile_config(cfg, source=None):
 
 
 def compile_meter(m, index=0):
-    if getattr(m, "security", None) is not None:
-        # never serve in clear what the description encrypts
-        raise ConfigError("%s: security: an encrypted meter cannot be compiled for a "
-                          "board yet (mbus-slave serves it)" % meter_where(index, m.name))
     d = {"address": m.address}
+    sec = getattr(m, "security", None)
+    if sec is not None:   # the key goes to the board, as it is in every real meter
+        d["security"] = {"mode": sec.mode, "key": _hex(sec.key), "counter": sec.counter,
+                         "clear": sec.clear}
     if m.name is not None:
         d["name"] = m.name
     if m.strict_repeat:

@@ -553,6 +553,8 @@ def report(res):
             ("bus_1", "bus of 1 meter (10 records), fresh"),
             ("bus_250", "bus of 250 meters, fresh, to address 125"),
             ("bus_250_last", "bus of 250 meters, fresh, to address 250"),
+            ("secure5_10", "encrypted telegram, mode 5 (AES-128-CBC), 10 records"),
+            ("secure7_10", "encrypted telegram, mode 7 (KDF, AFL, CMAC), 10 records"),
             ("canned_10", "floor: parse, copy a canned telegram, patch access and checksum")]
     for key, label in rows:
         lines.append("| %s | %s | %s |" % (label, _us(core.get(key)), _us(_get(upy, key))))

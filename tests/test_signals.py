@@ -10,7 +10,7 @@ import pytest
 
 from mbus_core.bus import Bus
 from mbus_ports.host import demo_meter
-from mbus_ports.line import LineServer, ticks_ms
+from mbus_ports.line import LineServer, ticks_us
 from tests.hostutil import ping, send, short, usage_error
 
 PROMPT = 1.5      # seconds: a signal during a reply delay stops the slave within this
@@ -55,12 +55,12 @@ def test_stop_interrupts_the_reply_delay():
 def test_the_reply_delay_is_still_kept():
     port = _Port()
     line = LineServer(Bus([demo_meter()]), port, reply_delay_ms=300)
-    line._last_rx = ticks_ms()     # the request's last byte came just now
+    line._rx_us = ticks_us()       # the request's last byte came just now
     t0 = time.monotonic()
     req = bytearray(short(0x40, 3))
     line.receive(req, len(req))
     took = time.monotonic() - t0
-    assert 0.28 <= took < 0.6, took
+    assert took >= 0.29, took      # never early (a late reply is the scheduler's doing)
     assert port.written == [b"\xe5"]
 
 

@@ -366,7 +366,9 @@ def idle_figures(seconds, settle=0.5):
     finally:
         for s in servers:
             s.stop()
-    out = {"seconds": round(took, 1)}
+    # utime and stime count in clock ticks (10 ms): less than one tick shows as "< ..."
+    out = {"seconds": round(took, 1),
+           "cpu_resolution_pct": 100 / os.sysconf("SC_CLK_TCK") / took}
     for s, (c0, w0), (c1, w1) in zip(servers, before, after):
         out[s.name] = {"cpu_pct": 100 * (c1 - c0) / took, "wakeups_per_s": (w1 - w0) / took}
     return out
@@ -518,9 +520,12 @@ def report(res):
     if idle:
         lines += ["| idle, nothing connected, over %g s | CPU | wake-ups/s |" % idle["seconds"],
                   "|---|---:|---:|"]
+        res_pct = idle.get("cpu_resolution_pct", 0)
         for key, label, _ in IDLE_DEVICES:
-            lines.append("| %s | %.2f %% | %.1f |" % (label, idle[key]["cpu_pct"],
-                                                     idle[key]["wakeups_per_s"]))
+            cpu = idle[key]["cpu_pct"]
+            lines.append("| %s | %s | %.1f |" % (
+                label, "< %.2f %%" % res_pct if cpu < res_pct else "%.2f %%" % cpu,
+                idle[key]["wakeups_per_s"]))
         met = all(idle[key]["cpu_pct"] < IDLE_CPU_PCT and
                   idle[key]["wakeups_per_s"] <= IDLE_WAKEUPS for key, _, _ in IDLE_DEVICES)
         lines += ["", "Target: under %g %% of a CPU and at most %d wake-ups a second: %s."

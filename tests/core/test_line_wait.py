@@ -4,10 +4,7 @@
 from mbus_testutil import h, demo_bus
 from test_line import ScriptedPort
 
-try:
-    from ports.line import LineServer, ticks_us, ticks_diff
-except ImportError:  # installed layout
-    from mbus_ports.line import LineServer, ticks_us, ticks_diff
+from mbus_ports.line import LineServer, ticks_us, ticks_diff
 
 
 class WaitingPort(ScriptedPort):

@@ -193,7 +193,13 @@ class Record:
             raw = wrap(raw, lo, hi)
             if not self.wrapped:
                 self.wrapped = 1
+                _NEWLY_WRAPPED[0] = 1
         return self.head + encode_data(self.code, "num", raw)
+
+
+# set when a counter wraps for the first time: wrap_notes() looks only then (it runs after
+# every reply)
+_NEWLY_WRAPPED = bytearray(1)
 
 
 def meter_where(index, name):
@@ -208,6 +214,9 @@ def wrap_notes(meters):
     like the load errors; each counter once. The core does not log: a host logs these
     after a readout. Allocates nothing while there is nothing to report (returns ())."""
     out = ()
+    if not _NEWLY_WRAPPED[0]:
+        return out
+    _NEWLY_WRAPPED[0] = 0
     i = 0
     while i < len(meters):
         recs = meters[i].records

@@ -17,10 +17,19 @@ import json
 
 from mbus_core.compiled import CompiledError, Stamp, meters_from_compiled
 from mbus_ports.upy_firmware import log, _err, drop_modules
-try:  # AES for encrypted meters (cryptolib); registered with mbus_core.security
-    from mbus_ports import aes as _aes  # noqa: F401
-except ImportError:
-    pass
+
+
+def _compiled_meters(doc, clock):
+    """meters_from_compiled, with AES (cryptolib, registered with mbus_core.security)
+    imported only when a meter encrypts: it costs a board about 10 kB of heap."""
+    for m in doc.get("meters", ()) if isinstance(doc, dict) else ():
+        if isinstance(m, dict) and "security" in m:
+            try:
+                from mbus_ports import aes  # noqa: F401
+            except ImportError:
+                pass
+            break
+    return meters_from_compiled(doc, clock)
 
 # the demo meter ({"name": "demo", "address": 3, "id": 12345678, "manufacturer": "TST",
 # "version": 1, "medium": "water"}), compiled: a volume counter and a constant flow
@@ -96,7 +105,7 @@ def load_meters(path, clock=None):
             return meters
     if doc is not None:
         try:
-            return meters_from_compiled(doc, clock)
+            return _compiled_meters(doc, clock)
         except CompiledError as e:
             log("%s: %s; serving the demo meter" % (cpath, e))
     return meters_from_compiled(DEMO, clock)
@@ -125,7 +134,7 @@ def _from_description(path, cpath, src, clock, instead):
         log("compiled %s to %s" % (path, cpath))
     except OSError as e:
         log("cannot write %s: %s" % (cpath, _err(e)))
-    return meters_from_compiled(doc, clock)
+    return _compiled_meters(doc, clock)
 
 
 def run_hook(name, meters, board):

@@ -111,8 +111,8 @@ def _record(r, clock):
 
 class Stamp:
     """What a compiled file says about the JSON it came from: [length, Adler-32] of its
-    bytes (zlib.adler32), fed in chunks, so that a board can tell a hand-edited meter file
-    from the one its compiled file was made from without the codec (small ints only)."""
+    bytes (zlib.adler32), fed in chunks, so that a board can tell, without the codec, a
+    hand-edited meter file and the one its compiled file was made of (small ints only)."""
 
     def __init__(self):
         self.n = 0

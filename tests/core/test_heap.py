@@ -20,7 +20,7 @@ REQ_253 = h("10 5B FD 58 16")
 REQUESTS = (NKE, REQ_A, REQ_B, REQ_B, NKE_253, SELECT, REQ_253, NKE_253)
 
 
-def _serve(bus, sizes, total):
+def _serve(bus, total):
     # The requests are fed whole and byte by byte; replies are read without copying.
     for data in REQUESTS:
         n = len(data)
@@ -34,17 +34,16 @@ def _serve(bus, sizes, total):
         bus.idle()
 
 
-def _check(bus):
+def _check(bus, serve=_serve, rounds=20):
     total = [0]
-    sizes = None
-    _serve(bus, sizes, total)  # warm up: first readout lays the telegrams out
-    _serve(bus, sizes, total)
+    serve(bus, total)  # warm up: first readout lays the telegrams out
+    serve(bus, total)
     before = total[0]
     if LOCK:
         micropython.heap_lock()
     try:
-        for _ in range(20):
-            _serve(bus, sizes, total)
+        for _ in range(rounds):
+            serve(bus, total)
     finally:
         if LOCK:
             micropython.heap_unlock()
@@ -112,6 +111,10 @@ def _big_bus():
     return Bus(ms)
 
 
+def _serve_big(bus, total):
+    _serve_all(bus, BIG_FRAMES, total)
+
+
 def _serve_all(bus, frames, total):
     for data in frames:
         bus.slaves[0].meter.alarm = ALARM
@@ -128,19 +131,7 @@ def test_heap_locked_large_ids_every_request_type():
     if BIG_FRAMES is None:
         BIG_FRAMES = _frames()
     bus = _big_bus()
-    total = [0]
-    _serve_all(bus, BIG_FRAMES, total)
-    _serve_all(bus, BIG_FRAMES, total)
-    before = total[0]
-    if LOCK:
-        micropython.heap_lock()
-    try:
-        for _ in range(3):
-            _serve_all(bus, BIG_FRAMES, total)
-    finally:
-        if LOCK:
-            micropython.heap_unlock()
-    assert total[0] > before
+    _check(bus, _serve_big, 3)
     assert bus.slaves[0].meter.address == 1 and bus.slaves[0].meter.id == 99999999
 
 

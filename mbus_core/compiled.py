@@ -18,13 +18,27 @@
 # "strict_repeat", "alarm" (class 1 records, hex); a replayed meter has "replay" (the
 # captured application data of each telegram, hex) and takes its identity from it.
 from mbus_core.meter import Meter, replay_meter
-from mbus_core.live_record import Record, meter_where, parse_hex
+from mbus_core.live_record import Record, meter_where
 from mbus_core.generators import Counter, Wander
 
 FORMAT = 1
 MARK = "mbus_compiled"
 
-_unhex = getattr(bytes, "fromhex", None) or parse_hex
+
+
+def _hex_bytes(text):
+    """'0C13..' -> bytes, for builds without bytes.fromhex."""
+    if len(text) % 2:
+        raise ValueError("odd number of hex digits")
+    out = bytearray(len(text) // 2)
+    i = 0
+    while i < len(out):
+        out[i] = int(text[2 * i:2 * i + 2], 16)
+        i += 1
+    return bytes(out)
+
+
+_unhex = getattr(bytes, "fromhex", None) or _hex_bytes
 
 
 class CompiledError(ValueError):
@@ -105,7 +119,9 @@ def _record(r, clock):
         src = Wander(a[0], a[1], a[2], a[3], a[4], clock)
     else:
         raise ValueError("a record is hex, or has a counter or wander")
-    return Record(_unhex(r["head"]), r["code"], src, r.get("pow10", 0), r.get("kind", "num"),
+    if r.get("kind", "num") != "num":
+        raise ValueError("only numbers have a counter or a random walk")
+    return Record(_unhex(r["head"]), r["code"], src, r.get("pow10", 0), "num",
                   r.get("name"))
 
 

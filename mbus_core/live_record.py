@@ -1,141 +1,18 @@
 # One record at run time: head bytes + a value source -> the encoded record. Kept apart
-# from the codec's tables (records.py, vif.py, units.py) so that a board can drop those
-# once its meters are built and keep only this small module.
-from mbus_core import datatypes as dt
-
-
-def _shown(text):
-    """The start of a text for a one-line message."""
-    line = text.split("\n")[0]
-    return repr(line if len(line) <= 40 and "\n" not in text else line[:40] + "...")
-
-
-def parse_hex(text):
-    """'04 13 ..' / '0413..' / bytes -> bytes; ValueError on anything else."""
-    if isinstance(text, (bytes, bytearray)):
-        return bytes(text)
-    if isinstance(text, int):
-        if not 0 <= text <= 255:
-            raise ValueError("byte %d out of range" % text)
-        return bytes((text,))
-    digits = []
-    pos = 0
-    for ch in text:
-        pos += 1
-        if ch in " \t\r\n,:":
-            continue
-        o = ord(ch)
-        if 48 <= o <= 57 or 65 <= o <= 70 or 97 <= o <= 102:
-            digits.append(ch)
-        else:
-            raise ValueError("malformed hex %s (bad character %r at character %d)"
-                             % (_shown(text), ch, pos))
-    if len(digits) % 2:
-        raise ValueError("malformed hex %s (odd number of digits)" % _shown(text))
-    out = bytearray(len(digits) // 2)
-    i = 0
-    while i < len(out):
-        out[i] = int(digits[2 * i] + digits[2 * i + 1], 16)
-        i += 1
-    return bytes(out)
-
-
-
-# -- values -> data bytes --------------------------------------------------------------
-def _round(x):
-    if isinstance(x, int):
-        return x
-    if x != x or x in (float("inf"), float("-inf")):
-        raise ValueError("value is not a number")
-    return int(x + 0.5) if x >= 0 else -int(-x + 0.5)
-
-
-def scale_value(value, pow10):
-    """value * 10**pow10 rounded to an int (exact for ints)."""
-    if isinstance(value, bool):
-        value = int(value)
-    if isinstance(value, int):
-        if pow10 >= 0:
-            return value * 10 ** pow10
-        return _round(value / (10 ** -pow10))
-    if not isinstance(value, float):
-        raise ValueError("value %r is not a number" % (value,))
-    if pow10 >= 0:
-        return _round(value * 10 ** pow10)
-    return _round(value / (10 ** -pow10))
-
-
-def encode_data(code, kind, value, pow10=0):
-    """The data field bytes for a value. kind: 'num', 'date', 'datetime', 'time', 'text',
-    'bin' (bytes or hex, sent as they are), 'lbcd' (LVAR BCD number)."""
-    if kind == "bin":
-        if not isinstance(value, (str, bytes, bytearray)):
-            raise ValueError("binary data is hex text")
-        raw = parse_hex(value)
-        if code == 0x0D:
-            return bytes((_lvar_binary(len(raw)),)) + raw
-        n = dt.DATA_LEN[code]
-        if code not in (0x0F,) and len(raw) != n:
-            raise ValueError("%d bytes given, the data field takes %d" % (len(raw), n))
-        return raw
-    if kind == "text":
-        if code != 0x0D:
-            raise ValueError("text needs the variable length type (DIF data field D)")
-        return dt.text_encode(value if isinstance(value, str) else str(value))
-    if kind == "date":
-        if code != 0x2:
-            raise ValueError("a date (type G) needs int16")
-        return dt.date_g_encode(value)
-    if kind == "datetime":
-        if code == 0x4:
-            return dt.datetime_f_encode(value)
-        if code == 0x6:
-            return dt.datetime_i_encode(value)
-        raise ValueError("a date-time needs int32 (type F) or int48 (type I)")
-    if kind == "time":
-        if code != 0x3:
-            raise ValueError("a time (type J) needs int24")
-        return dt.time_j_encode(value)
-    # numbers
-    if code == 0x0:
-        return b""
-    if code == 0x5:
-        v = float(value) * (10.0 ** pow10) if pow10 else float(value)
-        return dt.real_encode(v)
-    raw = scale_value(value, pow10)
-    if code in (0x1, 0x2, 0x3, 0x4, 0x6, 0x7):
-        return dt.int_encode(raw, dt.DATA_LEN[code])
-    if code in (0x9, 0xA, 0xB, 0xC, 0xE):
-        return dt.bcd_encode(raw, dt.DATA_LEN[code])
-    if code == 0x0D:  # LVAR BCD number
-        n = 1
-        a = raw if raw >= 0 else -raw
-        while a >= 10 ** (2 * n):
-            n += 1
-        if n > 15:
-            raise ValueError("number too long for LVAR BCD")
-        return bytes(((0xC0 if raw >= 0 else 0xD0) + n,)) + dt.bcd_encode(a, n)
-    raise ValueError("data field %X cannot carry a number" % code)
-
-
-def _lvar_binary(n):
-    """The LVAR byte of n bytes of binary data (EN 13757-3): E0h + n for 0..15 bytes,
-    F0h..FAh for 16..56 bytes in steps of 4."""
-    if n <= 15:
-        return 0xE0 + n
-    if n <= 56 and n % 4 == 0:
-        return 0xEC + n // 4
-    raise ValueError("%d bytes of binary data: an LVAR holds 0..15, or 16..56 in steps "
-                     "of 4" % n)
+# from the codec (mbus_core.codec) so that a board keeps only this small module and the
+# number encoders (mbus_core.fields). Records of dates, text or binary data are the
+# codec's (codec.records.TypedRecord); a board gets them as constant bytes.
+from mbus_core.fields import DATA_LEN, INT_CODES, BCD_CODES, int_range, number_field, \
+    scale_value, type_name
 
 
 def wrap_range(code):
     """(lo, hi) a counter of data field `code` counts in before it wraps, or None (real32,
     LVAR, dates: no register to wrap). BCD: its digits, the top nibble F for the sign."""
-    if code in (0x1, 0x2, 0x3, 0x4, 0x6, 0x7):
-        return dt.int_range(dt.DATA_LEN[code])
-    if code in (0x9, 0xA, 0xB, 0xC, 0xE):
-        n = 2 * dt.DATA_LEN[code]
+    if code in INT_CODES:
+        return int_range(DATA_LEN[code])
+    if code in BCD_CODES:
+        n = 2 * DATA_LEN[code]
         return 1 - 10 ** (n - 1), 10 ** n - 1
     return None
 
@@ -153,7 +30,8 @@ def wrap(raw, lo, hi):
 class Record:
     """One record: `head` (DIF..VIFE bytes, incl. a plain-text unit), data field `code`,
     and a value: a constant, a callable, or an object with .value() (a generator).
-    Numbers are sent as round(value * 10**pow10)."""
+    Numbers are sent as round(value * 10**pow10). `kind` is "num" here; the codec's
+    TypedRecord sends the other kinds."""
 
     def __init__(self, head, code, value=0, pow10=0, kind="num", name=None):
         self.head = bytes(head)
@@ -174,7 +52,7 @@ class Record:
             # generators: check their range, do not advance (a wrapping counter's start)
             samples = value.samples()
             for v in samples[:1] if self.range is not None else samples:
-                encode_data(code, kind, v, pow10)
+                self.field(v)
 
     def current(self):
         src = self.source
@@ -184,9 +62,15 @@ class Record:
             return src()
         return src
 
+    def field(self, value):
+        """The data field bytes of a value of this record."""
+        if self.kind != "num":
+            raise ValueError("a %s record is sent as constant bytes here" % self.kind)
+        return number_field(self.code, value, self.pow10)
+
     def encode(self):
         if self.range is None:
-            return self.head + encode_data(self.code, self.kind, self.current(), self.pow10)
+            return self.head + self.field(self.current())
         raw = scale_value(self.current(), self.pow10)
         lo, hi = self.range
         if not lo <= raw <= hi:
@@ -194,7 +78,7 @@ class Record:
             if not self.wrapped:
                 self.wrapped = 1
                 _NEWLY_WRAPPED[0] = 1
-        return self.head + encode_data(self.code, "num", raw)
+        return self.head + number_field(self.code, raw)
 
 
 # set when a counter wraps for the first time: wrap_notes() looks only then (it runs after
@@ -227,7 +111,7 @@ def wrap_notes(meters):
                 rec.wrapped = 2
                 out += ("%s: record %d: the %s counter left its range %d..%d and went on "
                         "from 0 (wrapped, as a register does)"
-                        % (meter_where(i, meters[i].name), j + 1, dt.type_name(rec.code),
+                        % (meter_where(i, meters[i].name), j + 1, type_name(rec.code),
                            rec.range[0], rec.range[1]),)
             j += 1
         i += 1

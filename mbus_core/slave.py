@@ -8,7 +8,7 @@ except ImportError:  # CPython
         return x
 
 from mbus_core import frame as _frame
-from mbus_core.datatypes import DATA_LEN, lvar_length
+from mbus_core.fields import DATA_LEN, lvar_length
 from mbus_core.meter import CI_ERROR, bcd_bytes_value, key_end, manufacturer_text
 
 # C field (master to slave)

@@ -43,7 +43,7 @@ COMPILED = ".mbus.json"
 # compiled-form loader and, where a board read a meter description, the meter file reader
 # and every codec module (the JSON model, the record codec and its VIF tables, the
 # compiler). The meters keep what they serve with (mbus_core.live_record, .generators,
-# .datatypes).
+# .fields).
 START_MODULES = ("mbus_ports.upy_start", "mbus_core.compiled")
 
 

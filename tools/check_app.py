@@ -1,6 +1,6 @@
 # mbus-check: the application-layer rules (EN 13757-3), judged on the meter's readout
 # and on every RSP_UD of the run.
-from mbus_core import datatypes as dt
+from mbus_core.codec import datatypes as dt
 from mbus_core.codec import vif as vt
 from mbus_tools import check_frames as FR
 from mbus_tools.check_report import Result, PASS, FAIL, WARN, SKIP

@@ -1,6 +1,6 @@
 # mbus-check: the frames a master sends, what a reply must look like (EN 13757-2 frame
 # rules, each problem in words), and a telegram as the checks see it (EN 13757-3).
-from mbus_core import datatypes as dt
+from mbus_core.codec import datatypes as dt
 from mbus_core import frame as F
 from mbus_core.codec import records as R
 from mbus_core.codec import vif as vt

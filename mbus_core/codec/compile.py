@@ -3,7 +3,7 @@
 # meters_from_config, through mbus_ports.config.load_meters for a file), so a compiled
 # file holds only what mbus-slave would serve. A dict: the caller writes it as JSON.
 from mbus_core import compiled as C
-from mbus_core.datatypes import hexstr
+from mbus_core.codec.datatypes import hexstr
 from mbus_core.codec.model import ConfigError, meters_from_config
 from mbus_core.generators import Counter, Wander
 from mbus_core.live_record import meter_where

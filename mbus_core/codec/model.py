@@ -5,7 +5,8 @@ from mbus_core.codec import records as R
 from mbus_core.codec import vif as vt
 from mbus_core import frame as F
 from mbus_core import meter as M
-from mbus_core.live_record import meter_where, _shown
+from mbus_core.live_record import meter_where
+from mbus_core.codec.datatypes import _shown
 from mbus_core.codec.capture import capture_hex, is_reply
 from mbus_core.generators import Counter, Wander  # noqa: F401 (part of the model API)
 

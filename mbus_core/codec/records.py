@@ -1,13 +1,14 @@
 # Data records (EN 13757-3): encode a record from a description, decode the record
 # area of a telegram. Runs unchanged on CPython and MicroPython.
 #
-#   Record            one record with a current value: .encode() -> bytes, .dynamic
+#   TypedRecord       one record with a current value of any kind: .encode() -> bytes
 #   make_record(...)  a Record from quantity/unit names or raw DIF/VIF bytes
 #   decode_records(data) -> [Decoded]   the record area after the header
 #   decode_user_data(app_data) -> dict  from the CI byte on (72, 7A, 78, 73, 70)
-from mbus_core import datatypes as dt
-from mbus_core.live_record import (parse_hex, scale_value, encode_data, Record,  # noqa: F401
-                               _round)
+from mbus_core.codec import datatypes as dt
+from mbus_core.codec.datatypes import parse_hex, encode_data  # noqa: F401
+from mbus_core.fields import scale_value, _round
+from mbus_core.live_record import Record
 from mbus_core.meter import manufacturer_text
 from mbus_core.codec import vif as vt
 
@@ -18,6 +19,14 @@ FUNCTION_NAMES = ("Instantaneous value", "Maximum value", "Minimum value",
 MAX_DIFE = 10
 MAX_VIFE = 10
 MAX_TEXT_VIF = 128
+
+
+class TypedRecord(Record):
+    """A record of any kind (numbers, dates, times, text, binary data): the runtime's
+    Record sends numbers only, so that a board needs no date or text codings."""
+
+    def field(self, value):
+        return encode_data(self.code, self.kind, value, self.pow10)
 
 
 class DecodeError(ValueError):
@@ -230,9 +239,9 @@ def make_record(quantity=None, unit=None, value=0, type=None, function="instanta
             head = dib + _ext(parse_hex(vif), extra)
         code = dib[0] & 0x0F
         if dib[0] in (0x0F, 0x1F):
-            return Record(head, 0x0F, value, 0, "bin", name)
+            return TypedRecord(head, 0x0F, value, 0, "bin", name)
         if dib[0] == 0x2F:
-            return Record(head, 0x00, 0, 0, "num", name)
+            return TypedRecord(head, 0x00, 0, 0, "num", name)
         return _record(head, code, value, _raw_pow(resolution),
                        _raw_kind(type, code, head, value), name)
     # a named quantity (or a raw vif with named DIF parts)
@@ -267,7 +276,7 @@ def make_record(quantity=None, unit=None, value=0, type=None, function="instanta
         p = 0
         if resolution is not None:
             p = _raw_pow(resolution)
-        return Record(head, code, value, p, _kind(tname, value), name)
+        return TypedRecord(head, code, value, p, _kind(tname, value), name)
     found = vt.find_quantity(qn)
     if found is None:
         raise ValueError("unknown quantity %r (known: %s)" % (quantity,
@@ -298,7 +307,7 @@ def make_record(quantity=None, unit=None, value=0, type=None, function="instanta
             code = _widen(code, samples, 0) if type is None else code
         vbytes = prefix + bytes((first + units.index(unit),))
         head = build_dib(code, fcode, storage, tariff, subunit) + _ext(vbytes, extra)
-        return Record(head, code, value, 0, "num", name)
+        return TypedRecord(head, code, value, 0, "num", name)
     # scaled
     fam = None
     upow = 0
@@ -328,7 +337,7 @@ def make_record(quantity=None, unit=None, value=0, type=None, function="instanta
         if type is None:
             code = _widen(code, samples, p)
     head = build_dib(code, fcode, storage, tariff, subunit) + _ext(vbytes, extra)
-    return Record(head, code, value, p, "num", name)
+    return TypedRecord(head, code, value, p, "num", name)
 
 
 def _ext(vbytes, extra):
@@ -400,7 +409,7 @@ def _record(head, code, value, pow10, kind, name):
         if callable(value) or hasattr(value, "value"):
             raise ValueError("a daylight saving value is a constant")
         value, kind = dt.daylight_k_encode(value), "bin"
-    return Record(head, code, value, pow10, kind, name)
+    return TypedRecord(head, code, value, pow10, kind, name)
 
 
 def _type_code(tname):
@@ -541,9 +550,9 @@ class Decoded:
         """A Record that encodes this record again, from its decoded value where that
         reproduces the bytes, else from the raw data bytes."""
         if self.special == "filler":
-            return Record(self.head, 0x00, 0, 0, "num")
+            return TypedRecord(self.head, 0x00, 0, 0, "num")
         if self.special:
-            return Record(self.head, 0x0F, self.data, 0, "bin")
+            return TypedRecord(self.head, 0x0F, self.data, 0, "bin")
         kind = "bin"
         value = self.data
         if self.raw is not None:
@@ -559,14 +568,14 @@ class Decoded:
             elif isinstance(r, (int, float)) and self.code != 0x0D:
                 kind, value = "num", r
         try:
-            rec = Record(self.head, self.code, value, 0, kind)
+            rec = TypedRecord(self.head, self.code, value, 0, kind)
             if rec.encode() == self.encoded():
                 return rec
         except ValueError:
             pass
         if self.code == 0x0D:
             return _RawRecord(self.encoded())
-        return Record(self.head, self.code, self.data, 0, "bin")
+        return TypedRecord(self.head, self.code, self.data, 0, "bin")
 
 
 class _RawRecord:

@@ -1,5 +1,5 @@
 # Record codec tests: plain functions, run by pytest and by `micropython tests/upy_run.py`.
-from mbus_core import datatypes as dt
+from mbus_core.codec import datatypes as dt
 from mbus_core.codec import records as R
 from mbus_testutil import raises
 from mbus_core.codec import vif as vt

@@ -8,7 +8,7 @@
 #   B1: [0..4] day DST begins   [5..6] GMT deviation, bits 3..4   [7] DST enabled
 #   B2: [0..4] day DST ends     [5..6] DST deviation (hours)      [7] its sign, 1 = plus
 #   B3: [0..3] month DST begins [4..7] month DST ends
-from mbus_core import datatypes as dt
+from mbus_core.codec import datatypes as dt
 from mbus_core.codec import records as R
 from mbus_core.codec import model
 from mbus_testutil import raises, h

@@ -4,8 +4,11 @@
 # Pure functions on bytes; they run unchanged on CPython and MicroPython.
 import struct
 
-# DIF data field code -> length in bytes (0x0D: variable, from the LVAR byte)
-DATA_LEN = (0, 1, 2, 3, 4, 4, 6, 8, 0, 1, 2, 3, 4, 0, 6, 8)
+# the number encoders a board needs too live in the runtime
+from mbus_core.fields import (DATA_LEN, REAL32_MAX, int_range, int_encode,  # noqa: F401
+                              uint_encode, bcd_encode, real_encode, lvar_length,
+                              scale_value, number_field)
+
 
 # names of the data field codes, as a meter author writes them
 TYPE_CODES = (("none", 0x0), ("int8", 0x1), ("int16", 0x2), ("int24", 0x3), ("int32", 0x4),
@@ -67,32 +70,6 @@ def uint_decode(data):
     return v
 
 
-def int_range(n):
-    half = 1 << (8 * n - 1)
-    return -half, half - 1
-
-
-def int_encode(value, n):
-    lo, hi = int_range(n)
-    if value < lo or value > hi:
-        raise ValueError("%d does not fit in int%d" % (value, 8 * n))
-    if value < 0:
-        value += 1 << (8 * n)  # two's complement
-    return uint_encode(value, n)
-
-
-def uint_encode(value, n):
-    if value < 0 or value >= (1 << (8 * n)):
-        raise ValueError("%d does not fit in %d bytes" % (value, n))
-    out = bytearray(n)
-    i = 0
-    while i < n:
-        out[i] = value & 0xFF
-        value >>= 8
-        i += 1
-    return bytes(out)
-
-
 # -- BCD (type A) ------------------------------------------------------------------------
 def bcd_valid(data):
     """True when every nibble is a decimal digit (the top one may be F: negative)."""
@@ -129,31 +106,6 @@ def bcd_decode(data):
     return -v if neg else v
 
 
-def bcd_encode(value, n):
-    """int -> n BCD bytes; negative numbers carry an F in the top nibble."""
-    neg = value < 0
-    if neg:
-        value = -value
-        limit = 10 ** (2 * n - 1)
-    else:
-        limit = 10 ** (2 * n)
-    if value >= limit:
-        raise ValueError("%d does not fit in %d BCD digits" % (-value if neg else value,
-                                                              2 * n - (1 if neg else 0)))
-    out = bytearray(n)
-    i = 0
-    while i < n:
-        lo = value % 10
-        value //= 10
-        hi = value % 10
-        value //= 10
-        out[i] = (hi << 4) | lo
-        i += 1
-    if neg:
-        out[n - 1] = (out[n - 1] & 0x0F) | 0xF0
-    return bytes(out)
-
-
 def bcd_hex(data):
     """BCD bytes shown as their hex digits, most significant first (libmbus style)."""
     out = []
@@ -167,18 +119,6 @@ def bcd_hex(data):
 # -- real32 (type H) ---------------------------------------------------------------------
 def real_decode(data):
     return struct.unpack("<f", bytes(data))[0]
-
-
-REAL32_MAX = 3.4028234663852886e38  # the largest finite single-precision float
-_INF = float("inf")
-
-
-def real_encode(value):
-    # CPython's struct raises OverflowError beyond the range, MicroPython's sends inf:
-    # check it here, so both say the same. NaN and +-inf themselves are sent as they are.
-    if not -REAL32_MAX <= value <= REAL32_MAX and value == value and abs(value) != _INF:
-        raise ValueError("%r does not fit in real32" % (value,))
-    return struct.pack("<f", value)
 
 
 # -- dates and times -------------------------------------------------------------------
@@ -428,22 +368,6 @@ def daylight_k_encode(value):
 
 
 # -- LVAR (variable length) ------------------------------------------------------------
-def lvar_length(lvar):
-    """LVAR byte -> (kind, data length) with kind 'text', 'bcd', '-bcd', 'bin'; or
-    (None, 0) when reserved."""
-    if lvar <= 0xBF:
-        return "text", lvar
-    if lvar <= 0xCF:
-        return "bcd", lvar - 0xC0
-    if lvar <= 0xDF:
-        return "-bcd", lvar - 0xD0
-    if lvar <= 0xEF:
-        return "bin", lvar - 0xE0
-    if lvar <= 0xFA:
-        return "bin", 4 * (lvar - 0xEC)
-    return None, 0
-
-
 def text_encode(text):
     """ASCII text -> LVAR + bytes, last character first (as meters send it)."""
     raw = text.encode() if isinstance(text, str) else bytes(text)
@@ -459,3 +383,85 @@ def text_decode(data):
         out.append(chr(data[i]))
         i -= 1
     return "".join(out)
+
+
+# -- hex text, and values of every kind -> data bytes ----------------------------
+def _shown(text):
+    """The start of a text for a one-line message."""
+    line = text.split("\n")[0]
+    return repr(line if len(line) <= 40 and "\n" not in text else line[:40] + "...")
+
+
+def parse_hex(text):
+    """'04 13 ..' / '0413..' / bytes -> bytes; ValueError on anything else."""
+    if isinstance(text, (bytes, bytearray)):
+        return bytes(text)
+    if isinstance(text, int):
+        if not 0 <= text <= 255:
+            raise ValueError("byte %d out of range" % text)
+        return bytes((text,))
+    digits = []
+    pos = 0
+    for ch in text:
+        pos += 1
+        if ch in " \t\r\n,:":
+            continue
+        o = ord(ch)
+        if 48 <= o <= 57 or 65 <= o <= 70 or 97 <= o <= 102:
+            digits.append(ch)
+        else:
+            raise ValueError("malformed hex %s (bad character %r at character %d)"
+                             % (_shown(text), ch, pos))
+    if len(digits) % 2:
+        raise ValueError("malformed hex %s (odd number of digits)" % _shown(text))
+    out = bytearray(len(digits) // 2)
+    i = 0
+    while i < len(out):
+        out[i] = int(digits[2 * i] + digits[2 * i + 1], 16)
+        i += 1
+    return bytes(out)
+
+
+def encode_data(code, kind, value, pow10=0):
+    """The data field bytes for a value. kind: 'num', 'date', 'datetime', 'time', 'text',
+    'bin' (bytes or hex, sent as they are), 'lbcd' (LVAR BCD number)."""
+    if kind == "bin":
+        if not isinstance(value, (str, bytes, bytearray)):
+            raise ValueError("binary data is hex text")
+        raw = parse_hex(value)
+        if code == 0x0D:
+            return bytes((_lvar_binary(len(raw)),)) + raw
+        n = DATA_LEN[code]
+        if code not in (0x0F,) and len(raw) != n:
+            raise ValueError("%d bytes given, the data field takes %d" % (len(raw), n))
+        return raw
+    if kind == "text":
+        if code != 0x0D:
+            raise ValueError("text needs the variable length type (DIF data field D)")
+        return text_encode(value if isinstance(value, str) else str(value))
+    if kind == "date":
+        if code != 0x2:
+            raise ValueError("a date (type G) needs int16")
+        return date_g_encode(value)
+    if kind == "datetime":
+        if code == 0x4:
+            return datetime_f_encode(value)
+        if code == 0x6:
+            return datetime_i_encode(value)
+        raise ValueError("a date-time needs int32 (type F) or int48 (type I)")
+    if kind == "time":
+        if code != 0x3:
+            raise ValueError("a time (type J) needs int24")
+        return time_j_encode(value)
+    return number_field(code, value, pow10)
+
+
+def _lvar_binary(n):
+    """The LVAR byte of n bytes of binary data (EN 13757-3): E0h + n for 0..15 bytes,
+    F0h..FAh for 16..56 bytes in steps of 4."""
+    if n <= 15:
+        return 0xE0 + n
+    if n <= 56 and n % 4 == 0:
+        return 0xEC + n // 4
+    raise ValueError("%d bytes of binary data: an LVAR holds 0..15, or 16..56 in steps "
+                     "of 4" % n)

@@ -6,7 +6,9 @@
 # `aes(key) -> f`, where f(src, dst) encrypts the 16 bytes of src into dst (two
 # different 16-byte bytearrays). mbus_ports.aes has one for MicroPython (cryptolib) and
 # CPython (pycryptodome). Buffers are allocated once; mode 5 then encrypts without
-# allocating (mode 7 builds a cipher for each telegram's derived key).
+# allocating. Mode 7 needs a cipher for each telegram's derived keys, and a cipher is an
+# object: Security.prepare(), which a port calls after a reply went out, builds the next
+# telegram's, so that the request path allocates nothing in either mode.
 #
 # Sources (the standards themselves are not public; every layout below is checked against
 # published worked examples in tests/core/test_security.py):
@@ -114,6 +116,7 @@ class Cmac:
         self.x = bytearray(16)
         self.y = bytearray(16)
         self.mac = bytearray(16)
+        self._n = 0    # set here: a new attribute in start() would allocate
         zero = bytearray(16)
         ell = bytearray(16)
         block(zero, ell)
@@ -256,7 +259,7 @@ class Security:
         self.mode = mode
         self.key = parse_key(key)
         self.aes = aes
-        self.block = aes(self.key) if mode == MODE_5 else None
+        self.block = aes(self.key)    # mode 7: the KDF's cipher
         self.iv = bytearray(16)
         self.tmp = bytearray(16)
         self.out = bytearray(16)
@@ -265,6 +268,14 @@ class Security:
         self._limit = bytearray(4)    # the bound reserved ahead of use, as the counter
         self._reserved = False
         self.reserve = reserve
+        if mode == MODE_7:
+            self._kdf = Cmac(self.block)
+            self._kdf_msg = bytearray(16)
+            self._kenc = bytearray(16)
+            self._kmac = bytearray(16)
+            self._ready = bytearray(8)    # counter and ID the prepared ciphers are for
+            self._enc = None              # prepared: Kenc's block function
+            self._mac = None              # and a Cmac under Kmac
         # the meter's last `clear` records go unencrypted after the encrypted blocks of the
         # last telegram of a readout (an "unencrypted tail", as in OMS Vol. 2 N.5.4)
         self.clear = clear
@@ -321,6 +332,69 @@ class Security:
                 lim[i] = 0xFF
         self._reserved = True
         self.reserve(self.limit)
+
+    # -- the derived keys (mode 7) ---------------------------------------------------
+    def _derive(self, dc, mcr, id4, out):
+        """KDF-A (see kdf_a) under the meter's key into `out`, allocating nothing."""
+        msg = self._kdf_msg
+        msg[0] = dc
+        for i in range(4):
+            msg[1 + i] = mcr[i]
+            msg[5 + i] = id4[i]
+        for i in range(9, 16):
+            msg[i] = 0x07
+        c = self._kdf
+        c.start()
+        c.update(msg)
+        mac = c.finish()
+        for i in range(16):
+            out[i] = mac[i]
+
+    def _is_ready(self, mcr, id4):
+        r = self._ready
+        if self._enc is None:
+            return False
+        for i in range(4):
+            if r[i] != mcr[i] or r[4 + i] != id4[i]:
+                return False
+        return True
+
+    def prepare(self, meter):
+        """Mode 7: build the ciphers of the next telegram's keys now (a port calls this
+        after a reply went out; the request path then allocates nothing). Does nothing
+        when they are ready, or in mode 5."""
+        if self.mode != MODE_7:
+            return
+        r = self._ready
+        m = self.mcr
+        carry = 1
+        for i in range(4):        # the next counter, as _next_counter() will make it
+            v = m[i] + carry
+            r[i] = v & 0xFF
+            carry = v >> 8
+        ident = meter.id_bytes
+        for i in range(4):
+            r[4 + i] = ident[i]
+        if self._is_ready(r, ident):
+            return
+        self._enc = None
+        self._derive(DC_KENC, r, ident, self._kenc)
+        self._derive(DC_KMAC, r, ident, self._kmac)
+        enc = self.aes(bytes(self._kenc))
+        self._mac = Cmac(self.aes(bytes(self._kmac)))
+        self._enc = enc
+
+    def _ciphers(self, meter, key):
+        """Kenc's block function for the current counter, Kmac's Cmac in self._mac: the
+        prepared ones, else built now (the first telegram, a fault's key or counter)."""
+        ident = meter.id_bytes
+        if key is self.key and self._is_ready(self.mcr, ident):
+            enc = self._enc
+            self._enc = None      # used: prepare() makes the next telegram's
+            return enc
+        kmac = kdf_a(self.aes, key, DC_KMAC, self.mcr, ident)
+        self._mac = Cmac(self.aes(kmac))
+        return self.aes(kdf_a(self.aes, key, DC_KENC, self.mcr, ident))
 
     # -- layout ---------------------------------------------------------------------
     def header_extra(self):
@@ -395,7 +469,7 @@ class Security:
             if mode == MODE_5:
                 block = self.aes(key)
         if mode == MODE_7:
-            block = self.aes(kdf_a(self.aes, key, DC_KENC, self.mcr, meter.id_bytes))
+            block = self._ciphers(meter, key)
         if fault != "plain":        # "plain": an unencrypted reply that claims mode 5/7
             cbc_encrypt(block, iv, buf, d, blocks, self.tmp, self.out)
         n = len(tail)
@@ -403,7 +477,7 @@ class Security:
             buf[end:end + n] = tail
             end += n
         if mode == MODE_7:
-            self._write_afl(meter, buf, pos, t, end, key)
+            self._write_afl(buf, pos, t, end, self._mac)
         if fault == "cipher":       # corrupted ciphertext (after the MAC was computed)
             buf[d] ^= 0x01
         elif fault == "mac" and mode == MODE_7:
@@ -412,7 +486,7 @@ class Security:
         meter.last_sum = _byte_sum(buf, pos, end)
         return end - pos
 
-    def _write_afl(self, meter, buf, pos, t, end, key):
+    def _write_afl(self, buf, pos, t, end, c):
         buf[pos] = CI_AFL
         buf[pos + 1] = AFL_LEN - 2
         buf[pos + 2] = AFL_FCL & 0xFF
@@ -421,8 +495,6 @@ class Security:
         mcr = self.mcr
         for k in range(4):
             buf[pos + 5 + k] = mcr[k]
-        kmac = kdf_a(self.aes, key, DC_KMAC, mcr, meter.id_bytes)
-        c = Cmac(self.aes(kmac))
         c.start()
         c.update(buf, pos + 4, pos + 9)     # MCL, MCR
         c.update(buf, t, end)               # the TPL from its CI to the end

@@ -125,10 +125,14 @@ class StateKeeper:
             self.save()
 
     def after_reply(self):
-        """After each reply: persist what changed, log counters that wrapped (once)."""
+        """After each reply: persist what changed, log counters that wrapped (once),
+        build mode 7 meters' next ciphers (off the request path, as a board does)."""
         self.flush()
         for note in wrap_notes(self.meters):
             log.warning(note)
+        for m in self.meters:
+            if m.security is not None:
+                m.security.prepare(m)
 
     def tick(self):
         """Called by the run loop (on_tick): the periodic save of the readings. Returns

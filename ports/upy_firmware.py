@@ -125,10 +125,11 @@ class Firmware:
         # meter resumes at or beyond anything a master has read
         self.readings_s = cfg.get("readings_min", 60) * 60
         self.readings_due = ticks_add(ticks_ms(), int(self.readings_s * 1000))
-        for m in meters:   # mode 7: persist the message counter's bound before use
-            sec = getattr(m, "security", None)
-            if sec is not None and sec.mode == 7:
-                sec.reserve = self._reserve
+        # mode 7: persist the message counter's bound before use; build the next
+        # telegram's ciphers after each reply (prepare_keys), not while answering
+        self.mode7 = [m for m in meters if m.security is not None and m.security.mode == 7]
+        for m in self.mode7:
+            m.security.reserve = self._reserve
         self.bus = Bus(meters)
         self.bus.on_change = self._changed
         names = start.START_MODULES + start.config_modules() + STATE
@@ -153,6 +154,11 @@ class Firmware:
 
     def _baud(self, rate):
         self.dirty = True
+
+    def prepare_keys(self):
+        """Mode 7: the ciphers of each meter's next telegram, built between requests."""
+        for m in self.mode7:
+            m.security.prepare(m)
 
     def tick(self):
         """The periodic save of the counters' readings."""
@@ -202,6 +208,7 @@ def run(board, steps=0):
     MEM["free"] = gc.mem_free()
     MEM["peak"] = MEM["start"]
     MEM["line"] = line
+    fw.prepare_keys()
     if hasattr(gc, "threshold"):
         gc.threshold(GC_SLACK)
     log("serving %d meter(s) (%s) at %d baud" % (len(fw.meters), fw.describe(), line.baud))
@@ -220,6 +227,7 @@ def run(board, steps=0):
                     replies = line.replies
                     for note in wrap_notes(fw.meters):
                         log(note)
+                    fw.prepare_keys()
                     if fw.led is not None:
                         fw.led.value(replies & 1)
                 if line.requests != MEM["requests"]:

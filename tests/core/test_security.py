@@ -258,39 +258,80 @@ def test_mode5_same_access_same_bytes():
     assert m2.write_telegram(0, b, 0, 0x42) == n and a[:n] == b[:n]
 
 
-def test_mode5_readout_allocates_nothing():
-    # On MicroPython: once warmed up, an encrypted (mode 5) readout runs under the heap
-    # lock, as the unencrypted one does (tests/core/test_heap.py). CPython: replies only.
+def _heap_lock():
     import sys
     try:
         import micropython
-        lock = hasattr(micropython, "heap_lock") and sys.implementation.name == "micropython"
+        if hasattr(micropython, "heap_lock") and sys.implementation.name == "micropython":
+            return micropython
     except ImportError:
-        lock = False
-    m = many_records_meter(60, address=1, security=S.Security(5, K_OMS, aes128))
-    bus = Bus([m])
-    reqs = (REQ_A, REQ_B, REQ_A, REQ_B)
-    total = [0]
+        pass
+    return None
 
-    def serve():
-        for req in reqs:
+
+def _serve_locked(bus, reqs, between=None, lock=None):
+    """Feed each request (under the heap lock when `lock`), then call between() outside
+    it; the total length of the replies."""
+    total = 0
+    for req in reqs:
+        if lock is not None:
+            lock.heap_lock()
+        try:
             pos = 0
             n = len(req)
             while pos < n:
                 pos = bus.feed(req, pos, n)
-                total[0] += bus.reply_len
-
-    serve()
-    first = total[0]
-    if lock:
-        micropython.heap_lock()
-        try:
-            serve()
+                total += bus.reply_len
         finally:
-            micropython.heap_unlock()
-    else:
-        serve()
-    assert total[0] == 2 * first and first > 4 * 200
+            if lock is not None:
+                lock.heap_unlock()
+        if between is not None:
+            between()
+    return total
+
+
+def test_mode5_readout_allocates_nothing():
+    # On MicroPython: once warmed up, an encrypted (mode 5) readout runs under the heap
+    # lock, as the unencrypted one does (tests/core/test_heap.py). CPython: replies only.
+    m = many_records_meter(60, address=1, security=S.Security(5, K_OMS, aes128))
+    bus = Bus([m])
+    reqs = (REQ_A, REQ_B, REQ_A, REQ_B)
+    first = _serve_locked(bus, reqs)
+    assert _serve_locked(bus, reqs, lock=_heap_lock()) == first and first > 4 * 200
+
+
+def test_mode7_readout_allocates_nothing_once_prepared():
+    # Mode 7 derives new keys for every telegram, and a cipher for a new key is an
+    # object (cryptolib): Security.prepare(), which a port calls after each reply, builds
+    # the next telegram's ciphers then, so the request path itself allocates nothing.
+    sec = S.Security(7, K_OMS, aes128, counter=0x1FFFFFFE)   # across 2^29 and 2^30..
+    m = many_records_meter(60, address=1, security=sec)
+    bus = Bus([m])
+    reqs = (REQ_A, REQ_B, REQ_A, REQ_B)
+
+    def prepare():
+        sec.prepare(m)
+
+    first = _serve_locked(bus, reqs, prepare)
+    again = _serve_locked(bus, reqs, prepare, lock=_heap_lock())
+    assert again == first and first > 4 * 200
+    assert sec.counter == 0x1FFFFFFE + 8
+    # the telegrams made with prepared keys are the ones made without: a meter with the
+    # same counter and no prepare() gives the same bytes
+    a = S.Security(7, K_OMS, aes128, counter=41)
+    b = S.Security(7, K_OMS, aes128, counter=41)
+    ma = Meter(address=1, records=F3_RECORDS, security=a)
+    mb = Meter(address=1, records=F3_RECORDS, security=b)
+    for _ in range(3):
+        a.prepare(ma)
+        ra = _ask(Bus([ma]), REQ_A)
+        rb = _ask(Bus([mb]), REQ_A)
+        assert ra == rb and len(ra) > 60
+    # an ID changed after prepare(): the keys are derived again for the new ID
+    a.prepare(ma)
+    ma.id = 87654321
+    mb.id = 87654321
+    assert _ask(Bus([ma]), REQ_A) == _ask(Bus([mb]), REQ_A)
 
 
 def test_alarm_telegram_is_encrypted_too():

@@ -305,16 +305,22 @@ class Security:
         m = self._limit
         return m[0] | (m[1] << 8) | (m[2] << 16) | (m[3] << 24)
 
-    def _next_counter(self):
+    def _step_counter(self, step):
+        """The counter bytes plus 1 (step 1) or minus 1 (step FFh), modulo 2^32."""
         m = self.mcr
         i = 0
         while i < 4:
-            m[i] = (m[i] + 1) & 0xFF
-            if m[i]:
+            v = m[i] + step
+            m[i] = v & 0xFF
+            if (v >> 8) == (step >> 7):    # no carry (up) / no borrow (down) out of it
                 break
             i += 1
+
+    def _next_counter(self):
+        self._step_counter(1)
         if self.reserve is None:
             return
+        m = self.mcr
         lim = self._limit
         if self._reserved:
             i = 3          # compare most significant byte first: no int past 2^30
@@ -459,7 +465,9 @@ class Security:
         else:
             for k in range(16):
                 iv[k] = 0
-            if fault != "replay":   # "replay": the counter of the last telegram again
+            if fault == "rewind":   # a counter below the last telegram's, once
+                self._step_counter(0xFF)
+            elif fault != "replay":   # "replay": the counter of the last telegram again
                 self._next_counter()
         key = self.key
         if fault == "key":          # a meter that encrypts (and MACs) with another key
@@ -482,6 +490,8 @@ class Security:
             buf[d] ^= 0x01
         elif fault == "mac" and mode == MODE_7:
             buf[pos + 16] ^= 0x01
+        if fault == "rewind":
+            self._step_counter(1)   # back where it was: the next telegram goes on from it
         self.fault = None
         meter.last_sum = _byte_sum(buf, pos, end)
         return end - pos

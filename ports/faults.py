@@ -29,6 +29,7 @@ SECURITY_MODES = {"key": "encrypted with a wrong key",
                   "cipher": "ciphertext corrupted",
                   "mac": "MAC corrupted (mode 7)",
                   "replay": "message counter not advanced: a replay (mode 7)",
+                  "rewind": "message counter one below the last telegram's (mode 7)",
                   "blocks": "encrypted-block count that does not match the data",
                   "plain": "sent unencrypted although it claims encryption"}
 
@@ -37,7 +38,7 @@ _OUT_SIZE = 261 + MAX_GARBAGE   # a maximal long frame plus appended garbage
 
 SPEC_HELP = ("drop:P, checksum:P, truncate:P, garbage:P, wrong-address:P, "
              "delay:early|inside|late[:P], busy:P or busy:every:N, ignore-fcb, "
-             "security:key|cipher|mac|replay|blocks|plain[:P]; "
+             "security:key|cipher|mac|replay|rewind|blocks|plain[:P]; "
              "P is a probability 0..1 (default 1), add @ADDR for one meter only")
 
 
@@ -268,7 +269,7 @@ class Faults:
         sec.fault = None
         for f in self.faults:
             if f.kind == SECURITY and f.applies_to(a) and self.rng.chance(f.p):
-                if f.mode in ("mac", "replay") and sec.mode != 7:
+                if f.mode in ("mac", "replay", "rewind") and sec.mode != 7:
                     continue
                 sec.fault = f.mode
                 sec.fault_by = f

@@ -192,7 +192,8 @@ def test_micropython_gives_byte_identical_telegrams(tmp_path):
     (5, "key", "wrong key"), (5, "cipher", "corrupted ciphertext"),
     (5, "blocks", "encrypted blocks"), (5, "plain", "not encrypted"),
     (7, "key", "bad MAC"), (7, "cipher", "bad MAC"), (7, "mac", "bad MAC"),
-    (7, "replay", "does not rise"), (7, "blocks", "encrypted blocks"),
+    (7, "replay", "does not rise"), (7, "rewind", "does not rise"),
+    (7, "blocks", "encrypted blocks"),
     (7, "plain", "not encrypted")])
 def test_security_faults_over_tcp(tmp_path, mode, fault, expect):
     frames, s = _tcp_frames(["--security", str(mode), "--key", KEY, "--fault",

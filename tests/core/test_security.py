@@ -226,9 +226,9 @@ def test_security_faults_visible_to_decoder():
         app = _app(_ask(bus, REQ_B))   # one telegram only: the next is fine again
         secure.decrypt_user_data(app, K_OMS, aes128, aes128_decrypt)
     expect7 = {"key": "bad MAC", "cipher": "bad MAC", "mac": "bad MAC",
-               "replay": "does not rise", "blocks": "encrypted blocks",
-               "plain": "not encrypted"}
-    for fault in ("key", "cipher", "mac", "replay", "blocks", "plain"):
+               "replay": "does not rise", "rewind": "does not rise",
+               "blocks": "encrypted blocks", "plain": "not encrypted"}
+    for fault in ("key", "cipher", "mac", "replay", "rewind", "blocks", "plain"):
         m = _f3_meter()
         bus = Bus([m])
         seen = {}
@@ -238,6 +238,11 @@ def test_security_faults_visible_to_decoder():
         msg = raises(secure.SecurityError, secure.decrypt_user_data, app, K_OMS, aes128,
                      aes128_decrypt, seen)
         assert expect7[fault] in msg, (fault, msg)
+        if fault == "rewind":   # the counter went back by one, and then on from where it was
+            assert m.security.counter == 0xAB3
+            _, info = secure.decrypt_user_data(_app(_ask(bus, REQ_A)), K_OMS, aes128,
+                                               aes128_decrypt)
+            assert info["counter"] == 0xAB4
     # a meter that should encrypt and does not: the decoder with a key says so
     plain = Meter(address=1, records=F3_RECORDS)
     app = _app(_ask(Bus([plain]), REQ_A))

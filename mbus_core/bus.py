@@ -1,7 +1,9 @@
 # One line with one or many meters on it. The Bus owns the frame parser, routes each
 # frame to the slaves it is for, and, where several answer at once, returns what a real
 # bus carries: a 0 bit from any slave wins, so overlapping replies read as the bitwise
-# AND of their bytes (the longer reply's tail goes through unchanged).
+# AND of their bytes (the longer reply's tail goes through unchanged). With
+# wire_collisions, replies of different lengths (different meters, never bit-aligned) are
+# received the way a level converter's UART sees them: framing and parity errors, garbage.
 from mbus_core import frame as _frame
 from mbus_core.slave import (Slave, ADDR_NETWORK, ADDR_BROADCAST, ADDR_SILENT, CI_SELECT,
                              CI_SELECT_MSB)
@@ -34,6 +36,14 @@ class Bus:
         self.on_change = None
         self.collisions = 0
         self._moved = False     # a slave's address changed: re-index after the dispatch
+        # host hooks (ports/quirks.py, ports/faults.py), None on boards: gate.route(p) ->
+        # the address a frame is for, gate.admit(slave, p) -> False: the slave never heard
+        # it, gate.reply(slave, p, n) -> the size of the reply it left in slave.reply
+        self.gate = None
+        self.wire_collisions = False   # see set_wire_collisions()
+        self._wire_a = None
+        self.framing_errors = 0
+        self.parity_errors = 0
         for m in meters:
             self.add(m)
 
@@ -42,8 +52,8 @@ class Bus:
         s.on_change = self._changed
         self.slaves.append(s)
         if len(self.slaves) > 1 and self.tx is None:
-            self.tx = bytearray(_frame.MAX_FRAME)
-        self._reindex()
+            self.tx = bytearray(_frame.MAX_FRAME + 1)   # + 1: a wire collision's slip
+        self.reindex()
         return s
 
     def _changed(self, slave, what):
@@ -53,8 +63,15 @@ class Bus:
         if self.on_change is not None:
             self.on_change(slave, what)
 
-    def _reindex(self):
-        """Chain the slaves of each address, in bus order (the last one first)."""
+    def remove(self, slave):
+        """Take a slave off the bus (between two frames)."""
+        self.slaves.remove(slave)
+        self.reindex()
+
+    def reindex(self):
+        """Chain the slaves of each address, in bus order (the last one first); call it
+        after changing a meter's address from outside a frame (a master's change is
+        re-indexed after its dispatch)."""
         self._moved = False
         first = self._first
         for i in range(len(first)):
@@ -84,8 +101,21 @@ class Bus:
             self._dispatch(parser)
         return pos
 
+    def set_wire_collisions(self, on=True):
+        """Overlapping replies of different lengths as a UART receives them: the later
+        one starts WIRE_SKEW_BITS after the first (two meters never start a reply on the
+        same bit), the line carries the AND of the bit streams, and each character is
+        sampled from its start bit: framing and parity errors, garbage bytes. Replies of
+        the same length stay bit-aligned (the plain AND, parity checked)."""
+        self.wire_collisions = bool(on)
+        if on and self._wire_a is None:
+            self._wire_a = bytearray(_frame.MAX_FRAME)
+        if on and self.tx is None:
+            self.tx = bytearray(_frame.MAX_FRAME + 1)
+
     def _dispatch(self, p):
-        a = p.a
+        gate = self.gate
+        a = p.a if gate is None else gate.route(p)
         answers = 0
         if a <= 250:
             i = self._first[2 * a] | (self._first[2 * a + 1] << 8)
@@ -104,7 +134,7 @@ class Bus:
         else:
             return  # 251, 252: reserved
         if self._moved:
-            self._reindex()
+            self.reindex()
         if answers > 1:
             self.collisions += 1
         if a == ADDR_SILENT:
@@ -113,7 +143,12 @@ class Bus:
     def _offer(self, s, p, answers):
         """Let slave s act on the frame; 1 when it answered (its reply goes onto the wire
         with those before: the AND of them)."""
+        gate = self.gate
+        if gate is not None and not gate.admit(s, p):
+            return 0
         n = s.handle(p)
+        if n and gate is not None:
+            n = gate.reply(s, p, n)   # may put another reply in s.reply
         if s.new_baud:
             self.new_baud = s.new_baud
             s.new_baud = 0
@@ -128,6 +163,9 @@ class Bus:
         return 1
 
     def _overlap(self, other, n):
+        if self.wire_collisions:
+            self._wire_overlap(other, n)
+            return
         tx = self.tx
         if self.reply is not tx:
             src = self.reply
@@ -142,3 +180,65 @@ class Bus:
         if n > m:
             self.reply_len = n
 
+
+    def _wire_overlap(self, other, n):
+        """The reply so far and `other` on one wire, received by a UART (no allocation)."""
+        a = self._wire_a
+        m = self.reply_len
+        src = self.reply
+        for i in range(m):
+            a[i] = src[i]
+        skew = 0 if m == n else WIRE_SKEW_BITS
+        end = 11 * m
+        if 11 * n + skew > end:
+            end = 11 * n + skew
+        tx = self.tx
+        cap = len(tx)
+        out = 0
+        pos = 0
+        while pos < end and out < cap:
+            if _level(a, m, other, n, skew, pos):
+                pos += 1      # idle line: wait for a start bit
+                continue
+            data = 0
+            ones = 0
+            for j in range(8):
+                if _level(a, m, other, n, skew, pos + 1 + j):
+                    data |= 1 << j
+                    ones += 1
+            if _level(a, m, other, n, skew, pos + 9) != ones & 1:
+                self.parity_errors += 1
+            if not _level(a, m, other, n, skew, pos + 10):
+                self.framing_errors += 1
+            tx[out] = data    # the UART hands on what it sampled, errors or not
+            out += 1
+            pos += 11
+        self.reply = tx
+        self.reply_len = out
+
+
+WIRE_SKEW_BITS = 5   # how far a second meter's reply lags the first one (half a character)
+
+
+def _bit(buf, n, pos):
+    """Line level at bit `pos` of a reply of n characters at 8E1 (idle: 1)."""
+    if pos < 0 or pos >= 11 * n:
+        return 1
+    i = pos // 11
+    b = pos - 11 * i
+    if b == 0:
+        return 0                      # start bit
+    if b <= 8:
+        return (buf[i] >> (b - 1)) & 1
+    if b == 10:
+        return 1                      # stop bit
+    v = buf[i]                        # even parity bit
+    p = 0
+    while v:
+        p ^= v & 1
+        v >>= 1
+    return p
+
+
+def _level(a, m, b, n, skew, pos):
+    return _bit(a, m, pos) & _bit(b, n, pos - skew)

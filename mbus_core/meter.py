@@ -47,6 +47,19 @@ def manufacturer_text(code):
     return chr(((code >> 10) & 0x1F) + 64) + chr(((code >> 5) & 0x1F) + 64) + chr((code & 0x1F) + 64)
 
 
+def manufacturer_spec(code):
+    """How files write a manufacturer: its three letters, or the code itself where letters
+    do not give it back (a replayed or cloned header's raw code: top bit set, or a letter
+    beyond A..Z)."""
+    text = manufacturer_text(code)
+    try:
+        if manufacturer_code(text) == code:
+            return text
+    except ValueError:
+        pass
+    return code
+
+
 def put_bcd(value, buf, pos, nbytes):
     """Write a decimal number as nbytes of BCD, least significant byte first, into buf.
     Small ints only (two digits at a time): no allocation on 32-bit MicroPython, where
@@ -297,7 +310,8 @@ class Meter:
         last = len(parts) - 1
         for k, p in enumerate(parts):
             n = len(p)
-            limit = room if k == last else room - 1  # all but the last keep room for 1F
+            more = p[0] == 0x1F  # a DIF 1F record (a clone's): its telegram ends with it
+            limit = room if k == last or more else room - 1  # the rest keep room for 1F
             if n > limit:
                 self.errors += 1  # a record no telegram can hold: leave it out
                 continue
@@ -308,6 +322,10 @@ class Meter:
                 used = 0
             current.append(p)
             used += n
+            if more and k < last:
+                telegrams.append(b"".join(current))
+                current = []
+                used = 0
         telegrams.append(b"".join(current))
         self._telegrams = telegrams
         # the byte sum of each telegram's records, for the frame checksum

@@ -53,6 +53,8 @@ _CMD_BAUD = const(7)
 _CMD_TEXT = (None, "application reset", "global readout", "selective readout")
 
 
+COUNT_MASK = const(0x3FFFFFFF)   # counters wrap here: small ints on every build
+
 class Slave:
     """One meter on the line.
 
@@ -90,6 +92,14 @@ class Slave:
         self._error = -1            # application error to report on the next REQ_UD2
         self._cmd = 0               # the last SND_UD acted on (_CMD_*), for last_command
         self._cmd_arg = 0           # and its number (old address, baud rate)
+        # live control (ports/control_ops.py): an unplugged meter is silent to every frame
+        self.present = True
+        # frames handled, replies given, repeats answered, CI 70 errors sent (they wrap
+        # at 2^30: small ints on 32-bit MicroPython too)
+        self.requests = 0
+        self.replies = 0
+        self.repeats = 0
+        self.errors = 0
         self.reset_link()
 
     @property
@@ -145,6 +155,8 @@ class Slave:
             return False
         fcb = c & FCB
         again = fcb == self._fcb and func == self._func and self._rsp_len > 0
+        if again:
+            self.repeats = (self.repeats + 1) & COUNT_MASK
         self._fcb = fcb
         self._func = func
         return again
@@ -154,6 +166,15 @@ class Slave:
         """Act on the frame in parser p (already routed to this slave); return the
         size of the reply in self.reply (0: stay silent)."""
         self.reply = self.tx
+        if not self.present:
+            return 0   # off the bus: no reply, no state change
+        self.requests = (self.requests + 1) & COUNT_MASK
+        n = self._handle(p)
+        if n:
+            self.replies = (self.replies + 1) & COUNT_MASK
+        return n
+
+    def _handle(self, p):
         c = p.c
         func = c & 0x0F
         if not c & 0x40:
@@ -227,6 +248,7 @@ class Slave:
 
     def _write_error(self, code):
         tx = self.tx
+        self.errors = (self.errors + 1) & COUNT_MASK
         _frame.write_long_header(tx, RSP_UD, self.meter.address, CI_ERROR, 1)
         tx[7] = code
         self._cur = -1

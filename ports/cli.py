@@ -1,6 +1,7 @@
 # mbus-slave: serve M-Bus meters on a pty, a serial port (pyserial) or TCP.
 # Flags compatible with the original pyMbusSlave (--device --baud --addr --id --manuf).
 import argparse
+import json
 import logging
 import os
 import signal
@@ -134,6 +135,45 @@ def _clients(text):
     return v
 
 
+def _quirk(text):
+    from mbus_ports.quirks import QuirkError, parse_quirk_text
+    try:
+        parse_quirk_text(text)
+    except QuirkError as e:
+        raise argparse.ArgumentTypeError(str(e))
+    return text
+
+
+def _quirks_check(args, meters, is_tcp):
+    """The meters' quirks (checked before anything is logged), or None."""
+    from mbus_ports.quirks import quirks_from
+    if not is_tcp and any(f.kind == "idle-close" for f in args.fault):
+        raise UsageError("--fault idle-close is a TCP gateway's fault: it goes with "
+                         "--device tcp:PORT")
+    return quirks_from(meters, args.quirk)
+
+
+def _quirks_setup(args, quirks, bus, device, is_tcp):
+    """Quirks and wire collisions onto the bus (before the faults attach: the quirks are
+    the bus's first gate)."""
+    if args.collisions == "wire":
+        bus.set_wire_collisions(True)
+        log.info("  Collisions:      as a UART receives them (replies of different "
+                 "lengths: garbage bytes)")
+    if quirks is None:
+        return None
+    quirks.attach(bus, log.info)
+    for i, q in enumerate(quirks.per):
+        if q is not None:
+            log.info("  Quirks:          meter %d: %s", i + 1,
+                     json.dumps(q.spec, sort_keys=True))
+    if quirks.auto_baud() and device != "pty":
+        log.info("  Auto-baud:       no effect on %s: %s", device,
+                 "a TCP stream has no line speed" if is_tcp else
+                 "the port runs at --baud, the meter answers there")
+    return quirks
+
+
 def _seed(text):
     try:
         return int(text, 0)
@@ -185,10 +225,19 @@ def build_parser():
                      help='JSON bus description: {"meters": [...]}')
     src.add_argument("--replay", default=None, metavar="FILE",
                      help="answer with captured RSP_UD telegrams (hex text)")
+    src.add_argument("--clone", default=None, metavar="CAPTURE",
+                     help="serve a clone of the meter in a capture (hex, libmbus -d output "
+                     "or --trace): the same telegrams, every record editable (mbus-decode "
+                     "--to-meter CAPTURE writes its meter file)")
     src.add_argument("--random-meters", type=_count, default=None, metavar="N",
                      help="N random meters at addresses 1..N")
     g.add_argument("--seed", type=_seed, default=None,
                    help="seed for --random-meters (the same seed gives the same meters)")
+    g.add_argument("--live", action="store_true",
+                   help="with --clone or --meter: energy, volume and mass grow from the "
+                   "captured values (counters), temperatures wander around them")
+    g.add_argument("--list-meters", action="store_true",
+                   help="list the catalogue of real meters (--meter catalog:NAME) and exit")
     g.add_argument("--ci56", choices=("deselect", "select"), default="deselect",
                    help="what CI 56 means to the meters (default deselect)")
     g.add_argument("--read-only", action="store_true",
@@ -201,6 +250,14 @@ def build_parser():
     g.add_argument("--strict-repeat", action="store_true",
                    help="answer a repeated REQ_UD2 (same FCB) with the last telegram byte "
                    "for byte (default: the same telegram with current values)")
+    g.add_argument("--quirk", action="append", default=[], type=_quirk, metavar="NAME=VALUE",
+                   help="a vendor quirk of every meter served (repeatable): sleep=S, "
+                   "ration=MIN[:K], auto-baud[=300,2400,...], address-writes=N[:ram|refuse], "
+                   "ready-time=S, reply=ci-b7, second-address=A, fcb=ignore|strict|live "
+                   "(a meter file's \"quirks\" set them per meter)")
+    g.add_argument("--collisions", choices=("and", "wire"), default="and",
+                   help="overlapping replies: the bitwise AND (default), or as a level "
+                   "converter's UART receives replies of different lengths (garbage bytes)")
     g.add_argument("--state", default=None, metavar="FILE",
                    help="keep settings a master changed (address, ID, baud) and the "
                    "counters' readings in FILE; they override the configuration at the "
@@ -214,6 +271,13 @@ def build_parser():
                    help="log level on stderr (default info)")
     g.add_argument("--trace", action="store_true",
                    help="print every frame on stdout, libmbus style: RECV (005): 10 40 03 43 16")
+    g = p.add_argument_group("live control")
+    g.add_argument("--control", default=None, metavar="[HOST:]PORT",
+                   help="serve the HTTP API and web page for changing meters while "
+                   "masters poll (127.0.0.1 unless a host is given; 0: a free port)")
+    g.add_argument("--scenario", default=None, metavar="FILE",
+                   help="JSON file of timed steps (values, status, alarms, faults, "
+                   "unplug/plug, address changes) run while serving")
     add_fault_arguments(p)
     return p
 
@@ -268,8 +332,10 @@ def _meters(args):
                              "applies")
         m = _config.load_replay(args.replay, 3 if args.addr is None else args.addr)
         return [m], None
-    if args.meter:
-        meters = _config.load_meters(args.meter, clock)
+    if args.live and not (args.clone or args.meter):
+        raise UsageError("--live goes with --clone or --meter")
+    if args.meter or args.clone:
+        meters = _meter_file(args, clock)
         if overrides and len(meters) != 1:
             raise UsageError("--%s applies to one meter; %s describes %d"
                              % (overrides[0].replace("ident", "id"), args.meter, len(meters)))
@@ -288,6 +354,28 @@ def _meters(args):
         m.medium = args.medium
     _security(args, m)
     return meters, None
+
+
+def _meter_file(args, clock):
+    """--meter FILE, --meter catalog:NAME or --clone CAPTURE (each with --live) ->
+    meters."""
+    from mbus_ports import catalog
+    from mbus_core.codec.clone import make_live
+    if args.clone:
+        return _config.meters_of(_config.load_clone(args.clone, args.live), args.clone,
+                                 clock)
+    if catalog.is_ref(args.meter):
+        cfg = catalog.load(args.meter)
+    elif args.live:
+        cfg = _config.load_config(args.meter)
+    else:
+        return _config.load_meters(args.meter, clock)
+    if args.live:
+        for mc in (cfg.get("meters") if isinstance(cfg, dict) and "meters" in cfg
+                   else [cfg]):
+            if isinstance(mc, dict):
+                make_live(mc)
+    return _config.meters_of(cfg, args.meter, clock)
 
 
 def _security(args, m):
@@ -336,6 +424,41 @@ def _check_addresses(meters):
         seen.setdefault(m.address, i)
 
 
+def _live_options(args, meters):
+    """(control address, Scenario) of --control and --scenario, checked before serving."""
+    control = scenario = None
+    if args.control:
+        from mbus_ports.control import parse_control_address
+        try:
+            control = parse_control_address(args.control)
+        except ValueError as e:
+            raise UsageError("--control: %s" % e)
+    if args.scenario:
+        from mbus_ports.scenario import load_scenario
+        try:
+            scenario = load_scenario(args.scenario, meters)
+        except ValueError as e:
+            raise UsageError("--scenario %s: %s" % (args.scenario, e))
+    return control, scenario
+
+
+def _live(args, bus, meters, configured_ids, faults, keeper, control, scenario):
+    """The live control of this run (ports/control.py), its HTTP port bound now."""
+    from mbus_ports.control import Live
+
+    def make_slave(m):
+        return Slave(m, read_only=args.read_only, ci56=args.ci56,
+                     strict_repeat=True if args.strict_repeat else None)
+    seed = args.fault_seed if args.fault_seed is not None else (
+        args.seed if args.seed is not None else 1)
+    try:
+        return Live(bus, meters, configured_ids, make_slave, faults,
+                    keeper if args.state else None, control, scenario, fault_seed=seed)
+    except OSError as e:
+        raise UsageError("--control %s: cannot listen: %s" % (args.control,
+                                                              e.strerror or e))
+
+
 # -- main -------------------------------------------------------------------------------
 def _setup_logging(level):
     logging.basicConfig(level=getattr(logging, level.upper()), stream=sys.stderr,
@@ -372,6 +495,11 @@ def _main(argv):
         args = parser.parse_args(argv)
     except SystemExit as e:   # --help
         return e.code or 0
+    if args.list_meters:
+        from mbus_ports import catalog
+        for line in catalog.listing():
+            _say(line)
+        return 0
     _setup_logging(args.log_level)
     device, baud, parity, stopbits = _line_settings(args)
     is_tcp = device.startswith("tcp:")
@@ -391,7 +519,9 @@ def _main(argv):
             raise UsageError("--device: %s" % e)
 
     meters, seed = _meters(args)
+    quirks = _quirks_check(args, meters, is_tcp)
     configured_ids = [m.id for m in meters]
+    control, scenario = _live_options(args, meters)
 
     # settings a master changed last time win over the configuration
     st = {}
@@ -450,8 +580,16 @@ def _main(argv):
     keeper = _host.StateKeeper(args.state, meters, configured_ids,
                                None if is_tcp else baud, args.readings_every * 60)
     bus.on_change = keeper.on_change
+    quirks = _quirks_setup(args, quirks, bus, device, is_tcp)
     _security_banner(meters, keeper if args.state else None)
     tracer = _host.Tracer() if args.trace else None
+    faults = faults_from_args(args, log.info, bus)
+    live_control = None
+    if control or scenario:
+        live_control = _live(args, bus, meters, configured_ids, faults, keeper, control,
+                             scenario)
+        tracer = live_control.trace(tracer)
+        faults = live_control.faults
 
     # SIGINT/SIGTERM/SIGHUP (the terminal or ssh session went away): a clean stop (state
     # saved, pty link removed, exit status 0), from before the device line is printed, so
@@ -483,7 +621,7 @@ def _main(argv):
             server = server_cls(bus, host, tport, max_clients=args.max_clients,
                                 idle_timeout=args.tcp_idle_timeout, reply_delay_ms=delay,
                                 trace=tracer, baud=baud,
-                                faults=faults_from_args(args, log.info, bus), **paced)
+                                faults=faults, **paced)
             if host in ("127.0.0.1", "localhost", "::1"):
                 log.info("Bound to %s only (loopback: this machine); tcp:0.0.0.0:%d or "
                          "tcp:[::]:%d serve every address", server.listen_text(),
@@ -493,6 +631,9 @@ def _main(argv):
             _say("Listening on %s" % server.listen_text())
         elif device == "pty":
             from mbus_ports.pty_port import PtyPort
+            if quirks is not None and quirks.auto_baud():
+                from mbus_ports.quirks import pty_class
+                PtyPort = pty_class()   # it sees the speed a master sets
             port = PtyPort()
             if args.link:
                 try:
@@ -533,11 +674,18 @@ def _main(argv):
         server.on_tick = keeper.tick
     else:
         runner = LineServer(bus, port, baud=baud, reply_delay_ms=delay, trace=tracer,
-                            faults=faults_from_args(args, log.info, bus))
+                            faults=faults)
         runner.on_baud = keeper.on_baud
         runner.after_reply = keeper.after_reply
         runner.on_tick = keeper.tick
+        if quirks is not None and device == "pty":
+            quirks.line = runner
+            quirks.speed = getattr(port, "speed", None)
 
+    if live_control is not None:
+        live_control.attach(runner)
+        if live_control.url():
+            _say("Control API at %s" % live_control.url())
     if stopping:
         runner.stop()   # a signal came while we were starting
     if args.state:
@@ -554,6 +702,8 @@ def _main(argv):
             signal.signal(sig, h)
         if args.state:
             keeper.save(final=True)
+        if live_control is not None:
+            live_control.close()
         if server is not None:
             server.close()
         else:

@@ -50,12 +50,69 @@ def load_config(path):
 def load_meters(path, clock=None):
     """A JSON meter description (one meter, or {"meters": [...]}) -> list of Meter.
     clock: callable returning seconds, for counters and random walks."""
-    cfg = load_config(path)
+    return meters_of(load_config(path), path, clock)
+
+
+def meters_of(cfg, path, clock=None):
+    """A parsed description -> list of Meter; errors name `path`. Catalogue meters
+    ({"meter": "catalog:NAME"}) are looked up on the host (mbus_ports.catalog)."""
     try:
+        if _has_refs(cfg):
+            try:
+                from mbus_ports import catalog
+            except ImportError:
+                raise ConfigError("catalogue meters (\"meter\": \"catalog:NAME\") are "
+                                  "for the host: compile the file there (mbus-deploy)")
+            cfg = catalog.expand(cfg)
         return meters_from_config(cfg, clock)
     except ConfigError as e:
         raise ConfigError("%s: %s" % (path, e))
     except (ValueError, TypeError, KeyError) as e:  # a gap in the model's checks
+        raise ConfigError("%s: %s" % (path, e))
+
+
+def meter_json(cfg):
+    """A meter description as JSON text for people: one key per line, one record per
+    line (what mbus-decode --to-meter prints)."""
+    def one(v):
+        return json.dumps(v, ensure_ascii=False)
+    lines = []
+    keys = list(cfg)
+    for i, k in enumerate(keys):
+        end = "," if i < len(keys) - 1 else ""
+        recs = cfg[k]
+        if k == "records" and isinstance(recs, list) and recs:
+            lines.append('  "records": [')
+            for j, rc in enumerate(recs):
+                lines.append("    %s%s" % (one(rc), "," if j < len(recs) - 1 else ""))
+            lines.append("  ]" + end)
+        else:
+            lines.append("  %s: %s%s" % (one(k), one(recs), end))
+    return "{\n" + "\n".join(lines) + "\n}\n"
+
+
+def _has_refs(cfg):
+    """Does a description name a catalogue meter ({"meter": ...} in a meter)?"""
+    if isinstance(cfg, dict) and isinstance(cfg.get("meters"), list):
+        cfg = cfg["meters"]
+    if not isinstance(cfg, list):
+        cfg = [cfg]
+    for m in cfg:
+        if isinstance(m, dict) and "meter" in m:
+            return True
+    return False
+
+
+def load_clone(path, live=False, text=None):
+    """A capture (hex, libmbus -d output or a --trace) in file `path` (or its `text`) ->
+    the meter description that serves it again (mbus_core.codec.clone); with `live`,
+    counters and random walks from the captured values. ConfigError("PATH: ...")."""
+    from mbus_core.codec import clone
+    if text is None:
+        text = read_text(path)
+    try:
+        return clone.meter_config(text, live)
+    except (ValueError, TypeError) as e:
         raise ConfigError("%s: %s" % (path, e))
 
 

@@ -10,7 +10,7 @@
 # logs one line when it fires. apply() never raises and never writes into the core's
 # buffers: a reply that is altered is copied into a buffer of our own first, so a repeat on
 # the same FCB still sends the core's original telegram.
-from mbus_ports.line import reply_window_ms
+from mbus_ports.line import reply_window_ms, ticks_ms, ticks_diff, sleep_ms
 
 # Kinds of fault; the text is what a spec names
 DROP = "drop"
@@ -22,7 +22,20 @@ WRONG_ADDRESS = "wrong-address"
 IGNORE_FCB = "ignore-fcb"
 BUSY = "busy"
 SECURITY = "security"
-KINDS = (DROP, CHECKSUM, TRUNCATE, GARBAGE, DELAY, WRONG_ADDRESS, IGNORE_FCB, BUSY, SECURITY)
+# line faults: what the wire and the gear on it do (ports/faults.py, issue 15)
+ECHO = "echo"              # a level converter that echoes every request byte
+POWER = "power"            # a brown-out: silent for S seconds, then back from power-up
+GAPS = "gaps"              # pauses inside a reply
+SPLIT = "split"            # a reply in two bursts, the second one late
+NOISE = "noise"            # noise bytes on the line between request and reply
+IDLE_CLOSE = "idle-close"  # a TCP gateway that resets connections idle for S seconds
+KINDS = (DROP, CHECKSUM, TRUNCATE, GARBAGE, DELAY, WRONG_ADDRESS, IGNORE_FCB, BUSY, SECURITY,
+         ECHO, POWER, GAPS, SPLIT, NOISE, IDLE_CLOSE)
+LINE_WIDE = (ECHO, IDLE_CLOSE)   # no @ADDR: the whole line
+POWER_OFF_S = 2.0          # power:... without S: off for this long
+MAX_NOISE = 4
+NOISE_AVOID = (0x68, 0x10, 0xE5, 0x16)   # noise is never a start or stop character
+MAX_GAP_MS = 10000
 DELAY_MODES = ("early", "inside", "late")
 # security faults of an encrypted meter (mbus_core.security.Security.fault), what they do
 SECURITY_MODES = {"key": "encrypted with a wrong key",
@@ -38,8 +51,10 @@ _OUT_SIZE = 261 + MAX_GARBAGE   # a maximal long frame plus appended garbage
 
 SPEC_HELP = ("drop:P, checksum:P, truncate:P, garbage:P, wrong-address:P, "
              "delay:early|inside|late[:P], busy:P or busy:every:N, ignore-fcb, "
-             "security:key|cipher|mac|replay|rewind|blocks|plain[:P]; "
-             "P is a probability 0..1 (default 1), add @ADDR for one meter only")
+             "security:key|cipher|mac|replay|rewind|blocks|plain[:P], echo, "
+             "power:P[:S] or power:every:N[:S], gaps:MS[:P], split:MS[:P], noise[:P], "
+             "idle-close:S; P is a probability 0..1 (default 1), add @ADDR for one meter "
+             "only")
 
 
 class Rng:
@@ -77,7 +92,7 @@ class Fault:
     """One fault: kind, probability p, meter address (None: every meter), for delays the
     mode ("early", "inside", "late"), for busy replies `every` (every Nth request)."""
 
-    def __init__(self, kind, p=1.0, address=None, mode=None, every=0):
+    def __init__(self, kind, p=1.0, address=None, mode=None, every=0, value=None):
         if kind not in KINDS:
             raise ValueError("unknown fault %r (one of %s)" % (kind, ", ".join(KINDS)))
         if not 0 <= p <= 1:
@@ -88,6 +103,13 @@ class Fault:
             raise ValueError("delay needs early, inside or late")
         if every < 0:
             raise ValueError("busy every N needs N >= 1")
+        if kind in LINE_WIDE and address is not None:
+            raise ValueError("%s is a fault of the whole line (no @ADDR)" % kind)
+        if kind in (GAPS, SPLIT, IDLE_CLOSE) and (value is None or value <= 0):
+            raise ValueError("%s needs a time > 0" % kind)
+        if kind == POWER and value is None:
+            value = POWER_OFF_S
+        self.value = value     # gaps, split: ms; power, idle-close: seconds
         self.kind = kind
         self.p = p
         self.address = address
@@ -113,12 +135,17 @@ class Fault:
     def spec(self):
         """The spec text this fault parses from."""
         s = self.kind
+        if self.kind in (GAPS, SPLIT, IDLE_CLOSE):
+            s += ":%g" % self.value
         if self.mode:
             s += ":" + self.mode
         if self.every:
             s += ":every:%d" % self.every
-        elif self.kind != IGNORE_FCB and self.p != 1:
+        elif self.kind not in (IGNORE_FCB, ECHO, IDLE_CLOSE) and (
+                self.p != 1 or (self.kind == POWER and self.value != POWER_OFF_S)):
             s += ":%g" % self.p
+        if self.kind == POWER and self.value != POWER_OFF_S:
+            s += ":%g" % self.value
         if self.address is not None:
             s += "@%d" % self.address
         return s
@@ -135,6 +162,54 @@ def _probability(text, spec):
     if not 0 <= p <= 1:
         raise ValueError("bad fault spec %r: probability %s is not in 0..1" % (spec, text))
     return p
+
+
+def _number(text, spec, what, hi):
+    """A time > 0 and <= hi from spec text (ValueError: one line)."""
+    try:
+        v = float(text)
+    except ValueError:
+        v = -1.0
+    if not 0 < v <= hi:   # also nan
+        raise ValueError("bad fault spec %r: %s %r is not a number > 0 and <= %g"
+                         % (spec, what, text, hi))
+    return v
+
+
+def _parse_timed(kind, args, address, text):
+    """gaps:MS[:P], split:MS[:P], idle-close:S, power:P[:S], power:every:N[:S]."""
+    if kind == IDLE_CLOSE:
+        if len(args) != 1:
+            raise ValueError("bad fault spec %r: use idle-close:S (seconds)" % (text,))
+        return Fault(kind, 1.0, None, value=_number(args[0], text, "idle time", 86400))
+    if kind == POWER:
+        every = 0
+        p = 1.0
+        if args and args[0] == "every":
+            if len(args) not in (2, 3):
+                raise ValueError("bad fault spec %r: use power:every:N[:S]" % (text,))
+            try:
+                every = int(args[1])
+            except ValueError:
+                every = 0
+            if every < 1:
+                raise ValueError("bad fault spec %r: N in power:every:N must be a whole "
+                                 "number >= 1" % (text,))
+            rest = args[2:]
+        else:
+            if len(args) > 2:
+                raise ValueError("bad fault spec %r: use power:P[:S] or power:every:N[:S]"
+                                 % (text,))
+            if args:
+                p = _probability(args[0], text)
+            rest = args[1:]
+        off = _number(rest[0], text, "time off", 3600) if rest else POWER_OFF_S
+        return Fault(kind, p, address, every=every, value=off)
+    if not args or len(args) > 2:
+        raise ValueError("bad fault spec %r: use %s:MS[:P]" % (text, kind))
+    ms = _number(args[0], text, "pause in ms", MAX_GAP_MS)
+    p = _probability(args[1], text) if len(args) == 2 else 1.0
+    return Fault(kind, p, address, value=ms)
 
 
 def parse_fault_spec(text):
@@ -161,10 +236,15 @@ def parse_fault_spec(text):
     args = [a.strip() for a in parts[1:]]
     if kind not in KINDS:
         raise ValueError("bad fault spec %r: unknown fault %r (%s)" % (text, kind, SPEC_HELP))
-    if kind == IGNORE_FCB:
+    if kind in LINE_WIDE and address is not None:
+        raise ValueError("bad fault spec %r: %s is a fault of the whole line (no @ADDR)"
+                         % (text, kind))
+    if kind == IGNORE_FCB or kind == ECHO:
         if args:
-            raise ValueError("bad fault spec %r: ignore-fcb takes no value" % (text,))
+            raise ValueError("bad fault spec %r: %s takes no value" % (text, kind))
         return Fault(kind, 1.0, address)
+    if kind in (GAPS, SPLIT, IDLE_CLOSE, POWER):
+        return _parse_timed(kind, args, address, text)
     if kind == SECURITY:
         if not args or args[0] not in SECURITY_MODES or len(args) > 2:
             raise ValueError("bad fault spec %r: security needs one of %s, as in "
@@ -216,6 +296,12 @@ class Faults:
         # per primary address: REQ_UD2 requests answered, FCB of the last one (0xFF: none)
         self._count = [0] * 251
         self._last_fcb = bytearray(b"\xff" * 251)
+        # line faults: the reply's pauses [(after byte, ms)] for send(); meters off (power)
+        self.shaping = False
+        self._cuts = []
+        self._off = {}       # slave -> ticks_ms when its power comes back
+        self._heard = {}     # slave -> frames it heard (power:every:N)
+        self.next = None     # a gate after ours (Bus.gate chains: ports/quirks.py)
         if bus is not None:
             self.attach(bus)
 
@@ -224,6 +310,24 @@ class Faults:
             fault = parse_fault_spec(fault)
         self.faults.append(fault)
         return fault
+
+    def remove(self, fault):
+        """Switch a fault off at run time (live control): the slave-side quirks it set
+        (ignore-fcb, busy, an armed security fault) are undone, those of the faults that
+        stay are set up again."""
+        self.faults.remove(fault)
+        bus = self._bus
+        if bus is None:
+            return
+        for s in bus.slaves:
+            if fault.applies_to(s.meter.address):
+                s.ignore_fcb = False
+                s.busy = False
+                sec = getattr(s.meter, "security", None)
+                if sec is not None:
+                    sec.fault = None
+                    sec.fault_by = None
+        self.attach(bus)
 
     def __bool__(self):
         return bool(self.faults)
@@ -240,9 +344,93 @@ class Faults:
             except Exception:
                 pass
 
+    @property
+    def echoes(self):
+        return self.has(ECHO) is not None
+
+    def has(self, kind):
+        for f in self.faults:
+            if f.kind == kind:
+                return f
+        return None
+
+    def idle_close(self):
+        """Seconds after which an idle TCP connection is reset (0: no such fault)."""
+        f = self.has(IDLE_CLOSE)
+        return f.value if f is not None else 0
+
+    # -- line faults: the level converter's echo, the meter's power ------------------------
+    def heard(self, line, data, n):
+        """Bytes came from the master (LineServer.receive): an echoing level converter
+        sends them straight back."""
+        f = self.has(ECHO)
+        if f is None or n <= 0:
+            return
+        try:
+            line.port.write(memoryview(data)[:n])
+            line.port.flush()
+            self._say(f, "echo of %d request bytes" % n)
+        except Exception:
+            self.errors += 1
+
+    def route(self, p):
+        return p.a if self.next is None else self.next.route(p)
+
+    def reply(self, s, p, n):
+        return n if self.next is None else self.next.reply(s, p, n)
+
+    def admit(self, s, p):
+        """Bus.gate: False while the meter's power is off (it never heard the frame)."""
+        try:
+            ok = self._power(s)
+        except Exception:
+            self.errors += 1
+            ok = True
+        if ok and self.next is not None:
+            return self.next.admit(s, p)
+        return ok
+
+    def _power(self, s):
+        a = s.meter.address
+        back = self._off.get(s)
+        if back is not None:
+            if ticks_diff(back, ticks_ms()) > 0:
+                return False
+            del self._off[s]
+            s.reset_link()
+            s.selected = False
+            s.access = 0
+            s.busy = False
+            s._error = -1
+            if self.log is not None:
+                self.log("fault: meter %d powered up again: access number 0, FCB, "
+                         "selection and readout position forgotten" % a)
+            # the quirks' part of a power-up (ports/quirks.py): a ready time, RAM lost
+            gate = getattr(self._bus, "gate", None)
+            hook = getattr(gate, "powered_up", None) if gate is not self else None
+            if hook is not None and not hook(s):
+                return False
+        for f in self.faults:
+            if f.kind != POWER or not f.applies_to(a):
+                continue
+            n = self._heard.get(s, 0) + 1
+            self._heard[s] = n
+            if (f.every and n % f.every == 0) or (not f.every and self.rng.chance(f.p)):
+                self._off[s] = ticks_ms() + int(f.value * 1000)
+                self._say(f, "meter %d loses power for %g s after this frame %s"
+                          % (a, f.value, f.why()))
+            break
+        return True
+
     # -- slave-side quirks -----------------------------------------------------------
     def attach(self, bus):
         self._bus = bus
+        if self.has(POWER) is not None:
+            gate = getattr(bus, "gate", self)
+            if gate is None:
+                bus.gate = self
+            elif gate is not self and getattr(gate, "next", self) is None:
+                gate.next = self
         try:
             for s in bus.slaves:
                 self._setup_slave(s)
@@ -304,6 +492,9 @@ class Faults:
             return buf, n, delay_ms
 
     def _apply(self, line, buf, n, delay_ms):
+        if self.shaping:   # a plan for a reply that was never sent (dropped, stopped)
+            self._cuts = []
+            self.shaping = False
         if not self.faults or n <= 0:
             return buf, n, delay_ms
         bus = line.bus
@@ -320,9 +511,14 @@ class Faults:
             self._slave_quirks(s, a, p.c, buf, n)
         data = buf
         for f in self.faults:
-            if f.kind in (IGNORE_FCB, BUSY, SECURITY) or not f.applies_to(a):
+            if f.kind in (IGNORE_FCB, BUSY, SECURITY, ECHO, POWER, IDLE_CLOSE) or \
+                    not f.applies_to(a):
                 continue
             kind = f.kind
+            if kind in (GAPS, SPLIT, NOISE):
+                if self.rng.chance(f.p):
+                    self._shape(f, line, a, n)
+                continue
             if kind == DELAY:
                 if self.rng.chance(f.p):
                     delay_ms = self._delay(f, line, a, delay_ms)
@@ -368,6 +564,70 @@ class Faults:
                     self._say(f, "append %d garbage bytes to reply of meter %d %s"
                               % (extra, a, f.why()))
         return data, n, delay_ms
+
+    def _shape(self, f, line, a, n):
+        """Plan pauses inside the reply (send() makes them), or send noise now, ahead of
+        the reply delay: between the request and the reply."""
+        if f.kind == NOISE:
+            k = 1 + self.rng.below(MAX_NOISE)
+            noise = bytearray(k)
+            for i in range(k):
+                b = self.rng.below(256)
+                while b in NOISE_AVOID:
+                    b = self.rng.below(256)
+                noise[i] = b
+            line.port.write(noise)
+            line.port.flush()
+            self._say(f, "%d noise bytes (%s) on the line before the reply of meter %d %s"
+                      % (k, " ".join(["%02X" % b for b in noise]), a, f.why()))
+            return
+        if n < 2:
+            return
+        ms = int(f.value)
+        if f.kind == SPLIT:
+            at = 1 + self.rng.below(n - 1)
+            self._cuts.append((at, ms))
+            self._say(f, "reply of meter %d in two bursts: %d bytes, %d ms, %d bytes %s"
+                      % (a, at, ms, n - at, f.why()))
+        else:
+            k = 1 + self.rng.below(3 if n > 3 else n - 1)
+            ats = []
+            for _ in range(k):
+                at = 1 + self.rng.below(n - 1)
+                if at not in ats:
+                    ats.append(at)
+            ats.sort()
+            for at in ats:
+                self._cuts.append((at, ms))
+            self._say(f, "reply of meter %d with %d ms pauses after byte %s %s"
+                      % (a, ms, ", ".join(["%d" % at for at in ats]), f.why()))
+        self._cuts.sort()
+        self.shaping = True
+
+    def send(self, line, out):
+        """Write a reply with the pauses planned for it (LineServer._reply when
+        shaping): each burst flushed, then the pause; stop() ends a pause."""
+        cuts = self._cuts
+        self._cuts = []
+        self.shaping = False
+        port = line.port
+        wire = getattr(port, "wire", None)   # paced (--wire-timing): pauses in its schedule
+        pos = 0
+        for at, ms in cuts:
+            if at <= pos or at >= len(out):
+                continue
+            port.write(out[pos:at])
+            port.flush()
+            pos = at
+            if wire is not None:
+                wire.free_at += ms / 1000.0
+                continue
+            while ms > 0 and line.running:
+                step = ms if ms < 50 else 50
+                sleep_ms(step)
+                ms -= step
+        port.write(out[pos:])
+        port.flush()
 
     def _own(self, data, n):
         """The reply in our own buffer (copied once), so the core's stays intact."""

@@ -100,6 +100,8 @@ class LineServer:
         self.running = True
         self.requests = 0
         self.replies = 0
+        self._view_buf = None   # the reply buffer whose views _view() keeps
+        self._views = {}
         # the port blocks in wait() until a byte or the next deadline (else its readinto
         # paces the loop); wake() ends such a wait (stop())
         self.waits = hasattr(port, "wait")
@@ -117,6 +119,10 @@ class LineServer:
         self.on_tick = None
         self.tick_every_ms = TICK_EVERY_MS
         self._tick_at = ticks_ms()
+        # callable() after every step, between two frames (never during a reply): where
+        # live control applies its queued changes (ports/control_ops.py); wake() runs it
+        # promptly on an idle line
+        self.between_frames = None
         self._apply_baud(baud)
 
     def _apply_baud(self, baud):
@@ -135,6 +141,12 @@ class LineServer:
     def stop(self):
         """Stop serve_forever and a reply delay under way (safe from a signal handler)."""
         self.running = False
+        if self._wake is not None:
+            self._wake()
+
+    def wake(self):
+        """End a wait() under way (from another thread): the loop steps at once and runs
+        between_frames."""
         if self._wake is not None:
             self._wake()
 
@@ -187,16 +199,20 @@ class LineServer:
                 elif ms < 1:
                     ms = 1
                 self._tick_at = ticks_add(now, int(ms))
+        if self.between_frames is not None:
+            self.between_frames()
 
     def receive(self, data, n):
         """Feed n received bytes; answer every complete frame."""
         bus = self.bus
         parser = bus.parser
+        if self.faults is not None and self.faults.echoes:
+            self.faults.heard(self, data, n)   # an echoing level converter
         pos = 0
         while pos < n or parser.pending:   # pending: frames behind a broken one
             pos = bus.feed(data, pos, n)
             if bus.parser.kind:
-                self.requests += 1
+                self.requests = (self.requests + 1) & 0x3FFFFFFF   # small ints on 32-bit boards
                 if self.trace is not None:
                     p = bus.parser
                     size = 5 if p.kind == 1 else p.buf[1] + 6
@@ -230,12 +246,31 @@ class LineServer:
                     sleep_us(wait)
             if not self.running:
                 return   # stopping: no reply after the stop
-        out = memoryview(data)[:n]
-        self.port.write(out)
-        self.port.flush()
-        self.replies += 1
+        out = self._view(data, n)
+        if self.faults is not None and self.faults.shaping:
+            self.faults.send(self, out)    # pauses inside the reply (line faults)
+        else:
+            self.port.write(out)
+            self.port.flush()
+        self.replies = (self.replies + 1) & 0x3FFFFFFF   # small ints on 32-bit boards
         if self.trace is not None:
             self.trace("SEND", bytes(out))
+
+    def _view(self, data, n):
+        """data[:n] without a copy. A memoryview is a heap object: made anew for every
+        reply, it was an allocation per request (seen on a Pico with the heap locked), so
+        a whole buffer (a slave's E5) goes as it is, and the views of the last partly
+        sent buffer (a slave's telegram buffer) are kept, one per length. (On a bus, a
+        reply from another meter than the last makes its view anew.)"""
+        if n == len(data):
+            return data
+        if data is not self._view_buf:
+            self._view_buf = data
+            self._views = {}
+        v = self._views.get(n)
+        if v is None:
+            v = self._views[n] = memoryview(data)[:n]
+        return v
 
     def switch_baud(self, rate, fallback=True):
         old = self.baud

@@ -12,7 +12,7 @@
 import json
 import os
 
-from mbus_core.meter import manufacturer_code, manufacturer_text
+from mbus_core.meter import manufacturer_code, manufacturer_spec
 
 try:
     import sys as _sys
@@ -240,23 +240,11 @@ def save_state(path, state):
 
 
 # -- meters <-> state ----------------------------------------------------------------------
-def _man_text(code):
-    """The three letters of a manufacturer code, or the code itself where letters do not
-    give it back (a replayed header's raw code: top bit set, or a letter beyond A..Z)."""
-    text = manufacturer_text(code)
-    try:
-        if manufacturer_code(text) == code:
-            return text
-    except ValueError:
-        pass
-    return code
-
-
 def meter_state(meter, configured_id, ahead=0):
     """The persisted settings of one meter, and the readings of its counters `ahead`
     seconds from now."""
     out = {"configured_id": configured_id, "address": meter.address, "id": meter.id,
-           "manufacturer": _man_text(meter.manufacturer), "version": meter.version,
+           "manufacturer": manufacturer_spec(meter.manufacturer), "version": meter.version,
            "medium": meter.medium}
     readings = {}
     for i in range(len(meter.records)):

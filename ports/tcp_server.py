@@ -17,6 +17,7 @@
 import logging
 import selectors
 import socket
+import struct
 import time
 
 from mbus_core.frame import FrameParser
@@ -185,12 +186,18 @@ class TcpServer:
         self.idle_timeout = idle_timeout
         self.reply_delay_ms = reply_delay_ms
         self.faults = faults  # fault injection (ports/faults.py), shared by all clients
+        # fault idle-close:S: a gateway that resets connections idle for S seconds
+        self.reset_idle = faults.idle_close() if faults is not None else 0
+        if self.reset_idle:
+            self.idle_timeout = self.reset_idle
         self.trace = trace
         self.baud = baud
         self.after_reply = None   # callable() after a reply went out (LineServer's)
         # callable() for periodic housekeeping, returning None (call again in
         # TICK_EVERY_S) or the milliseconds until it wants to run again (LineServer's)
         self.on_tick = None
+        # callable() after every poll, between frames (live control's queued changes)
+        self.between_frames = None
         self.running = True
         self._due = 0.0           # time.monotonic() of the next housekeeping (None: none)
         self._tick_at = 0.0
@@ -250,6 +257,13 @@ class TcpServer:
         except OSError:   # full (a wake-up is pending anyway) or closed
             pass
 
+    def wake(self):
+        """End a select() under way (from another thread): poll runs between_frames."""
+        try:
+            self._wake_w.send(b"\0")
+        except OSError:   # full (a wake-up is pending anyway) or closed
+            pass
+
     def poll(self, timeout=None):
         """Wait for the sockets, at most `timeout` seconds (None: no limit of the
         caller's) and never beyond the next deadline; serve what came and the deadlines
@@ -290,6 +304,8 @@ class TcpServer:
             self._after_io(c)
         if self._due is not None and time.monotonic() >= self._due:
             self._housekeeping()
+        if self.between_frames is not None:
+            self.between_frames()
 
     def _deadline(self, t):
         if self._due is None or t < self._due:
@@ -327,7 +343,9 @@ class TcpServer:
                     self._deadline(now + (t if t is not None else line.idle_ms) / 1000)
             if self.idle_timeout:
                 idle = c.idle_for(now)
-                if idle > self.idle_timeout:
+                if idle > self.idle_timeout and self.reset_idle:
+                    self._reset(c)
+                elif idle > self.idle_timeout:
                     self._close(c, "no valid frame for %g s; closed" % self.idle_timeout)
                 else:
                     self._deadline(now + self.idle_timeout - idle + 0.001)
@@ -337,6 +355,19 @@ class TcpServer:
                 s = TICK_EVERY_S if ms is None else min(max(ms / 1000, 0.001), TICK_MAX_S)
                 self._tick_at = now + s
             self._deadline(self._tick_at)
+
+    def _reset(self, c):
+        """Fault idle-close: the connection reset (RST, no FIN), as idle-timeout gateways
+        drop it; the master learns it on its next read or write."""
+        try:
+            c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        except OSError:
+            pass
+        f = self.faults.has("idle-close")
+        if f is not None:
+            self.faults._say(f, "gateway resets client %s after %g s idle" % (c.peer,
+                                                                            f.value))
+        self._close(c, "reset after %g s idle (fault idle-close)" % self.reset_idle)
 
     def _accept(self):
         try:

@@ -14,6 +14,7 @@ import serial
 import meterbus
 
 from mbus_tools.check_io import frame_size
+from mbus_ports.testing import wait_parked
 
 START_TIMEOUT = 30     # seconds for the slave to start and print its device
 REPLY_TIMEOUT = 3      # seconds a master waits for an expected reply
@@ -114,25 +115,6 @@ class PtySlave(SlaveProcess):
         wait_parked(self.path)
         return serial.Serial(self.path, baud, bytesize=8, parity=serial.PARITY_EVEN,
                              stopbits=1, timeout=READ_SLICE)
-
-
-def wait_parked(path, timeout=START_TIMEOUT):
-    """Wait until the slave has parked the pty's speed (ports/pty_port.py): on recent
-    Linux kernels, a pyserial 8E1 open right after another master's close would otherwise
-    change nothing the pty keeps and fail with EINVAL."""
-    import termios
-    park = getattr(termios, "B50", None)
-    if park is None:
-        return
-    fd = os.open(path, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
-    try:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if termios.tcgetattr(fd)[5] == park:
-                return
-            time.sleep(0.005)
-    finally:
-        os.close(fd)
 
 
 class TcpSlave(SlaveProcess):

@@ -371,24 +371,8 @@ from mbus_testutil import demo_meter, many_records_meter, h
 from mbus_core.bus import Bus
 from mbus_ports.line import LineServer
 from mbus_ports.faults import Faults
+from mbus_testutil import ChunkPort as Port
 
-class Port:
-    def __init__(self, chunks):
-        self.chunks = list(chunks)
-        self.written = []
-    def readinto(self, buf):
-        if not self.chunks:
-            return 0
-        d = self.chunks.pop(0)
-        for i in range(len(d)):
-            buf[i] = d[i]
-        return len(d)
-    def write(self, d):
-        self.written.append(bytes(d))
-    def flush(self):
-        pass
-    def set_baud(self, r):
-        pass
 
 logs = []
 bus = Bus([demo_meter(), many_records_meter(60, address=4, id=87654321)])

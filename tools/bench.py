@@ -40,6 +40,8 @@ from mbus_core.bus import Bus
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
+CONTROL_CLIENTS = 50   # API clients hammering --control in the live-control load
+
 def project_root():
     import mbus_core
     return os.path.dirname(os.path.dirname(os.path.abspath(mbus_core.__file__)))
@@ -465,6 +467,13 @@ def run(args):
             res["latency"] = [pty_latency(baud, args.latency) for baud in (2400, 9600)]
         except (OSError, RuntimeError, ImportError) as e:
             res["notes"].append("pty reply latency not measured: %s" % e)
+    res["control"] = None
+    if args.control > 0:
+        from mbus_tools.bench_control import control_load
+        try:
+            res["control"] = control_load(args.control, CONTROL_CLIENTS)
+        except (OSError, RuntimeError) as e:
+            res["notes"].append("live control load not measured: %s" % e)
     if args.no_tcp:
         res["tcp"] = None
     else:
@@ -530,6 +539,7 @@ def report(res):
                   idle[key]["wakeups_per_s"] <= IDLE_WAKEUPS for key, _, _ in IDLE_DEVICES)
         lines += ["", "Target: under %g %% of a CPU and at most %d wake-ups a second: %s."
                   % (IDLE_CPU_PCT, IDLE_WAKEUPS, "met" if met else "not met"), ""]
+    lines += _control_report(res.get("control"))
     lat = res.get("latency")
     if lat:
         lines += ["| REQ_UD2 reply latency on a pty, %d requests: request written to the "
@@ -608,6 +618,27 @@ def report(res):
     return "\n".join(lines).rstrip() + "\n"
 
 
+def _control_report(c):
+    """The reply delay on a pty with the live-control API idle and hammered."""
+    if not c:
+        return []
+    lines = ["| REQ_UD2 reply delay on a %d-baud pty (window %.1f..%.1f ms), `--control` "
+             "API | p50 ms | p99 ms | max ms | inside the window |" % (
+                 c["baud"], c["window_ms"][0], c["window_ms"][1]),
+             "|---|---:|---:|---:|---:|"]
+    for key, label in (("idle", "API idle"),
+                       ("loaded", "%d API clients hammering (%.0f API requests/s)"
+                        % (c["clients"], c["api"]["per_s"]))):
+        r = c[key]
+        lines.append("| %s | %s | %s | %s | %d / %d |" % (
+            label, "%.1f" % r["p50_ms"] if "p50_ms" in r else "n/a",
+            "%.1f" % r["p99_ms"] if "p99_ms" in r else "n/a",
+            "%.1f" % r["max_ms"] if "max_ms" in r else "n/a", r["in_window"], r["n"]))
+    ok = c["loaded"]["in_window"] == c["loaded"]["n"] and c["slave_alive"]
+    return lines + ["", "Target: every reply inside the window while the API is hammered: "
+                    "%s." % ("met" if ok else "not met"), ""]
+
+
 def write_readme(path, text):
     with open(path, encoding="utf-8") as f:
         old = f.read()
@@ -638,6 +669,9 @@ def main(argv=None):
                    help="seconds of the idle-cost measurement (default 30; 0 skips it)")
     p.add_argument("--latency", type=int, default=200, metavar="N",
                    help="requests per baud rate of the pty latency (default 200; 0 skips)")
+    p.add_argument("--control", type=int, default=200, metavar="N",
+                   help="requests per phase of the live-control load (%d API clients "
+                   "hammering; default 200; 0 skips)" % CONTROL_CLIENTS)
     p.add_argument("--json", action="store_true", help="print the raw figures as JSON too")
     p.add_argument("--write-readme", action="store_true",
                    help="rewrite the bench block of the README")
@@ -649,6 +683,7 @@ def main(argv=None):
         args.core = min(args.core, 100)
         args.idle = min(args.idle, 1.0)
         args.latency = min(args.latency, 20)
+        args.control = min(args.control, 10)
     if args.requests < 1 or args.core < 2:
         p.error("--requests and --core must be positive")
     res = run(args)

@@ -22,7 +22,7 @@ from mbus_tools.check_session import NoMeter, Session
 PROG = "mbus-check"
 PLAN = (check_link.FIRST + check_fcb.CHECKS + check_app.CHECKS + check_secondary.CHECKS
         + check_writes.CHECKS + check_link.LAST)
-LINE_NOTES = {"pty": "pty: no parity, no speed, a reply's bytes at once",
+LINE_NOTES = {"pty": "pty: no parity, no speed, no character timing",
               "net": "TCP: through a gateway", "serial": "serial port"}
 
 
@@ -91,6 +91,9 @@ def build_parser():
     p.add_argument("--try-baud", type=_baud, metavar="RATE",
                    help="with --allow-writes: the rate to switch to (default 9600, or 2400 "
                    "when at 9600)")
+    p.add_argument("--echo", action="store_true",
+                   help="the line echoes every request before the reply (a level converter "
+                   "with local echo): expect it (link.echo) instead of failing on it")
     p.add_argument("--ci56", choices=("deselect", "select"), default="deselect",
                    help="what CI 56 means to the meter (default deselect)")
     p.add_argument("--only", type=_rules, action="append", metavar="RULES",
@@ -145,12 +148,13 @@ def meta(s, args):
     sec = s.meter_secondary()
     return {"device": args.device, "line": s.line.kind, "address": s.address,
             "baud": s.line.baud, "meter": sec.text() if sec else None,
-            "telegrams": len(s.readout().telegrams), "allow_writes": args.allow_writes}
+            "telegrams": len(s.readout().telegrams), "allow_writes": args.allow_writes,
+            "echo": args.echo}
 
 
 def run(args, line):
     s = Session(line, args.addr, args.timeout, args.ci56, args.secondary, args.allow_writes,
-                args.try_baud)
+                args.try_baud, args.echo)
     if s.address is None:
         s.find_by_secondary()
     s.start()

@@ -103,12 +103,25 @@ def check_access(s):
         return Result("app.access", SKIP, "CI 78 telegrams carry no access number")
     nums = [t.access for t in ts]
     steps = [(b - a) & 0xFF for a, b in zip(nums, nums[1:])]
+    restarts = _restarts(s.telegrams)
+    note = ["the access number restarted during the run (%s): the meter started afresh, "
+            "a power loss or a reset?" % ", ".join("%d -> %d" % r for r in restarts)]
     if all(1 <= d <= 8 for d in steps):
         how = "+1 per telegram" if steps == [1, 1] else "rising by %s" % steps
-        return Result("app.access", PASS, "access numbers %s: %s" % (nums, how))
+        text = "access numbers %s: %s" % (nums, how)
+        if restarts:
+            return Result("app.access", WARN, "%s, but %s" % (text, note[0]))
+        return Result("app.access", PASS, text)
     return Result("app.access", FAIL, "access numbers %s over three new telegrams: %s"
                   % (nums, "unchanged" if 0 in steps else "going back"),
-                  exchanges=[t.x for t in ts])
+                  note if restarts else [], exchanges=[t.x for t in ts])
+
+
+def _restarts(telegrams):
+    """(before, after) where the access number of one RSP_UD to the next fell back to 0 or
+    1 (not a wrap from 255): the meter restarted in between."""
+    nums = [t.access for t in telegrams if t.ci != FR.CI_ERROR and t.access is not None]
+    return [(a, b) for a, b in zip(nums, nums[1:]) if b <= 1 and (b - a) & 0xFF > 8]
 
 
 def check_status(s):

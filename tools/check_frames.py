@@ -6,7 +6,7 @@ from mbus_core.codec import records as R
 from mbus_core.codec import vif as vt
 from mbus_core.meter import manufacturer_text
 from mbus_core.slave import BAUD_RATES
-from mbus_tools.check_io import hexs
+from mbus_tools.check_io import frame_start, hexs
 
 SND_NKE = 0x40
 CI_RESET = 0x50
@@ -112,9 +112,15 @@ def select(sec, ci=CI_SELECT, msb_first=False):
 def check_reply(data, want_addr=None):
     """(kind, frame bytes, problems, intact) of what came back: kind None (nothing), "ack",
     "long", "short" or "garbage"; problems in words, for link.frame; intact: the frame is
-    whole with the right checksum (a wrong address or bytes behind it leave it usable)."""
+    whole with the right checksum (a wrong address or bytes before or behind it leave it
+    usable: a master that resyncs on a start byte gets it)."""
     if not data:
         return None, b"", [], False
+    start = frame_start(data)
+    if start < 0:
+        return "garbage", b"", ["not a frame: starts with %02X (a frame starts with E5, "
+                                "10 or 68)" % data[0]], False
+    lead, data = data[:start], data[start:]
     b = data[0]
     if b == 0xE5:
         kind, frame, problems, intact = "ack", data[:1], [], True
@@ -124,11 +130,11 @@ def check_reply(data, want_addr=None):
         intact = not problems
         if intact and want_addr is not None and frame[5] != want_addr:
             problems.append("reply to address %d carries address %d" % (want_addr, frame[5]))
-    elif b == 0x10:
-        kind, frame, problems, intact = "short", data[:5], _check_short(data), False
     else:
-        return "garbage", b"", ["not a frame: starts with %02X (a frame starts with E5, "
-                                "10 or 68)" % b], False
+        kind, frame, problems, intact = "short", data[:5], _check_short(data), False
+    if lead:   # noise on the line (link.frame says what it does to a master)
+        problems.insert(0, "%d byte(s) before the frame's start: %s" % (len(lead),
+                                                                          hexs(lead)))
     if len(data) > len(frame):
         problems.append("%d byte(s) after the frame's end: %s"
                         % (len(data) - len(frame), hexs(data[len(frame):])))

@@ -3,19 +3,30 @@
 import statistics
 
 from mbus_tools import check_frames as FR
+from mbus_tools.check_io import CHAR_BITS, frame_start, hexs, master_pause_ms
 from mbus_tools.check_report import Result, PASS, FAIL, WARN, SKIP
 
 MIN_BITS = 11          # EN 13757-2: the reply starts no earlier than 11 bit times ..
 MAX_BITS = 330         # .. and no later than 330 bit times + 50 ms after the request
 MAX_EXTRA_MS = 50
-GAP_SLACK_MS = 20      # a host sees USB serial bytes in bursts: gaps below this are noise
+# A pause inside a reply breaks EN 13757-2 (FT 1.2: no line idle between the characters
+# of a frame) at any length, but the host cannot see short ones: a USB serial adapter
+# hands bytes over in bursts (its latency timer, up to ~16 ms), a meter simulated on a pty
+# may be descheduled between two writes. Up to GAP_SLACK_MS + 1 character: PASS; beyond:
+# WARN (a master with a tight character timeout cuts the frame); from the character
+# timeout of a real master on (check_io.MASTER_PAUSE_MS, 200 ms at 2400 baud): FAIL.
+GAP_SLACK_MS = 20
 NO_PARITY = {"pty": "a pty carries no parity bit (Linux drops it): a parity error cannot "
                     "be sent or seen here; check on a real serial port",
              "net": "over TCP the gateway's UART does the parity: a parity error cannot be "
                     "sent or seen from here"}
-NO_GAPS = {"pty": "a pty delivers a reply's bytes at once: gaps only show on a real serial "
-                  "port",
+NO_GAPS = {"pty": "no pause inside a reply (%.1f ms at most); a pty shows the pauses "
+                  "between a meter's writes, not a UART's character timing: check on a "
+                  "real serial port",
            "net": "a TCP gateway regroups the bytes: gaps only show on a real serial port"}
+
+
+LEAD = "before the frame's start"   # check_frames.check_reply's words for noise
 
 
 def window_ms(baud):
@@ -146,8 +157,13 @@ def check_frame(s):
                       "checksum, stop byte, nothing behind)" % len(s.replies))
     problems = list(dict.fromkeys(p for p, _ in s.bad_frames))   # unique, in order
     exchanges = list(dict.fromkeys(x for _, x in s.bad_frames))
+    info = problems[1:6]
+    if any(LEAD in p for p in problems):
+        info.append("bytes %s: noise on the line or a collision's remains; libmbus and "
+                    "pyMeterBus take the first byte for the frame's start and lose the "
+                    "whole reply" % LEAD)
     return Result("link.frame", FAIL, "%d of %d replies malformed: %s"
-                  % (len(exchanges), len(s.replies), problems[0]), problems[1:6], exchanges)
+                  % (len(exchanges), len(s.replies), problems[0]), info, exchanges)
 
 
 def check_parity(s):
@@ -170,20 +186,76 @@ def check_parity(s):
 
 def check_gaps(s):
     kind = s.line.kind
-    if kind != "serial":
+    if kind == "net":
         return Result("link.gaps", SKIP, NO_GAPS[kind])
-    char_ms = s.line.char_s() * 1000
-    worst = max(s.replies, key=lambda x: x.max_gap_ms(char_ms), default=None)
-    gap = worst.max_gap_ms(char_ms) if worst else 0.0
+    found = [(p, x) for x in s.replies for p in x.pauses(_char_ms(x))]
+    broken = [(p, x) for p, x in found if p[0] >= master_pause_ms(x.baud)]
+    if broken:
+        (ms, after, size), x = max(broken, key=lambda f: f[0][0])
+        replies = list(dict.fromkeys(x for _, x in broken))
+        return Result("link.gaps", FAIL, "%d of %d replies with a pause a master's "
+                      "character timeout cuts: %.0f ms after byte %d of %d (%s)"
+                      % (len(replies), len(s.replies), ms, after, size, _around(x, after)),
+                      ["pyMeterBus gives up after %d ms without a byte at %d baud, libmbus "
+                       "after 300 ms at 2400 baud; EN 13757-2 frames carry no pause at all"
+                       % (master_pause_ms(x.baud), x.baud)] + _pause_lines(broken), replies)
+    worst = max(found, key=lambda f: f[0][0] - _char_ms(f[1]), default=None)
+    gap = worst[0][0] if worst else 0.0
+    char_ms = _char_ms(worst[1]) if worst else s.line.char_s() * 1000
     text = "longest pause inside a reply %.1f ms (%.1f character times)" % (
         gap, gap / char_ms)
     if gap <= GAP_SLACK_MS + char_ms:
+        if kind == "pty":
+            return Result("link.gaps", SKIP, NO_GAPS[kind] % gap)
         return Result("link.gaps", PASS, text, ["measured at the host: USB serial "
                                                 "adapters add up to ~%d ms" % GAP_SLACK_MS])
+    (ms, after, size), x = worst
     return Result("link.gaps", WARN, text + ": a master with a tight character timeout may "
-                  "cut the frame", exchanges=[worst])
+                  "cut the frame", ["after byte %d of %d (%s)" % (after, size,
+                                                                 _around(x, after))],
+                  exchanges=[x])
+
+
+def _char_ms(x):
+    return CHAR_BITS * 1000.0 / x.baud
+
+
+def _around(x, after):
+    """The reply's bytes on either side of a pause after byte `after` of its frame."""
+    start = max(0, frame_start(x.data))
+    head = x.data[start:start + after]
+    tail = x.data[start + after:]
+    return "%s%s | %s%s" % ("... " if len(head) > 4 else "", hexs(head[-4:]),
+                            hexs(tail[:4]), " ..." if len(tail) > 4 else "")
+
+
+def _pause_lines(found, most=5):
+    lines = ["%s: %.0f ms after byte %d of %d" % (x.label, ms, after, size)
+             for (ms, after, size), x in found[:most]]
+    if len(found) > most:
+        lines.append("... and %d more pauses" % (len(found) - most))
+    return lines
+
+
+def check_echo(s):
+    echoed = s.echoes
+    if s.echo:
+        if len(echoed) == s.asked:
+            return Result("link.echo", PASS, "every request (%d) came back before the "
+                          "reply, as --echo says: mbus-check skipped the echoes" % s.asked)
+        missed = "no request came back (%d sent)" % s.asked if not echoed else (
+            "%d of %d requests did not come back" % (s.asked - len(echoed), s.asked))
+        return Result("link.echo", WARN, "--echo, but %s: a master told to read an echo "
+                      "(pyMeterBus read_echo=True) takes the reply for it" % missed)
+    if not echoed:
+        return Result("link.echo", PASS, "no request came back (%d sent)" % s.asked)
+    return Result("link.echo", FAIL, "%d of %d requests came back before the reply, an "
+                  "echo of the request (%s): a level converter with local echo? libmbus "
+                  "reads the echo as the reply; give --echo if the converter is known to echo"
+                  % (len(echoed), s.asked, hexs(echoed[0].echo)), exchanges=echoed)
 
 
 LAST = (("link.timing", check_timing), ("link.reply", check_reply),
-        ("link.frame", check_frame), ("link.parity", check_parity), ("link.gaps", check_gaps),
+        ("link.frame", check_frame), ("link.echo", check_echo),
+        ("link.parity", check_parity), ("link.gaps", check_gaps),
         ("link.collision", check_collision))

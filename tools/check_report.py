@@ -19,6 +19,9 @@ RULES = (
      "EN 13757-2, link layer services (SND_NKE, REQ_UD2, SND_UD)"),
     ("link.frame", "replies well formed: start bytes, L fields, C and A fields, checksum, "
      "stop byte, nothing behind", "EN 13757-2, frame formats (FT 1.2 of EN 60870-5-1)"),
+    ("link.echo", "the request does not come back before the reply (or does, with --echo)",
+     "EN 13757-2, physical layer: the master sends by voltage, the slave by current, so a "
+     "master does not hear its own request"),
     ("link.timing", "reply starts 11 bit times .. 330 bit times + 50 ms after the request",
      "EN 13757-2, reply timing"),
     ("link.bad-checksum", "no reply to a request with a wrong checksum",

@@ -51,7 +51,7 @@ class Readout:
 
 class Session:
     def __init__(self, line, address, timeout, ci56="deselect", secondary=None,
-                 allow_writes=False, try_baud=None):
+                 allow_writes=False, try_baud=None, echo=False):
         self.line = line
         self.address = address          # the primary address under test
         self.timeout = timeout
@@ -59,6 +59,9 @@ class Session:
         self.secondary = secondary      # --secondary (FR.Secondary) or None
         self.allow_writes = allow_writes
         self.try_baud = try_baud
+        self.echo = echo                # --echo: the line is known to echo every request
+        self.asked = 0                  # requests sent (every one, whatever was due)
+        self.echoes = []                # exchanges where the request came back first
         self.missing = []               # exchanges that wanted a reply and got none
         self.bad_frames = []            # (problem, exchange)
         self.replies = []               # exchanges that got a reply (timing, gaps)
@@ -75,6 +78,9 @@ class Session:
 
     def judge(self, x, want=True, to=None):
         reply = Reply(x, self.reply_address(to))
+        self.asked += 1
+        if x.echo:
+            self.echoes.append(x)
         if not want:
             return reply
         if reply.silent:

@@ -2,6 +2,7 @@
 
     mbus-decode "68 1F 1F 68 08 ..."      (hex as arguments)
     mbus-decode -f telegram.hex           (hex in a file; several frames allowed)
+    mbus-decode --to-meter capture.hex    (a meter file that serves the capture again)
     cat telegram.hex | mbus-decode        (hex on stdin)
 
 One frame gives one JSON object, several give a JSON list. Bad input: one line on
@@ -136,6 +137,23 @@ def decode_text(text, key=None):
     return out[0] if len(out) == 1 else out
 
 
+def to_meter(path, live=False):
+    """mbus-decode --to-meter: the clone of a capture as a meter file on stdout."""
+    from mbus_ports.config import load_clone, meter_json
+    try:
+        text = sys.stdin.read() if path == "-" else None
+        out = meter_json(load_clone("stdin" if path == "-" else path, live, text))
+    except (ValueError, OSError, UnicodeDecodeError) as e:
+        sys.stderr.write("mbus-decode: %s\n" % (str(e).splitlines() or ["error"])[0])
+        return 1
+    try:
+        sys.stdout.write(out)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        sys.stdout = None
+    return 0
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(prog="mbus-decode",
                                 description="Decode wired M-Bus frames (hex) to JSON.",
@@ -149,7 +167,20 @@ def main(argv=None):
                    help="AES-128 key (32 hex digits): decrypt OMS security mode 5 and 7 "
                    "telegrams; a wrong key, a bad MAC, a replayed message counter or an "
                    "unencrypted telegram is an error (exit status 1)")
+    p.add_argument("--to-meter", default=None, metavar="CAPTURE",
+                   help="print a meter file (JSON) that serves the RSP_UD telegram(s) "
+                   "captured in the file CAPTURE ('-': stdin; hex, libmbus -d output or "
+                   "an mbus-slave --trace) byte for byte, every record editable")
+    p.add_argument("--live", action="store_true",
+                   help="with --to-meter: energy, volume and mass grow from the captured "
+                   "values (counters), temperatures wander around them")
     args = p.parse_args(argv)
+    if args.live and not args.to_meter:
+        p.error("--live goes with --to-meter")
+    if args.to_meter:
+        if args.hex or args.file or args.key:
+            p.error("--to-meter takes the capture file alone (no hex, -f or --key)")
+        return to_meter(args.to_meter, args.live)
     key = None
     if args.key is not None:
         from mbus_core.security import parse_key

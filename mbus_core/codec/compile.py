@@ -7,7 +7,7 @@ from mbus_core.codec.datatypes import hexstr
 from mbus_core.codec.model import ConfigError, meters_from_config
 from mbus_core.generators import Counter, Wander
 from mbus_core.live_record import meter_where
-from mbus_core.meter import CI_LONG, manufacturer_code, manufacturer_text
+from mbus_core.meter import CI_LONG, manufacturer_spec
 
 
 def _hex(b):
@@ -44,13 +44,7 @@ def compile_meter(m, index=0):
         d["replay"] = [_hex(a) for a in m.replay]
         return d
     d["id"] = m.id
-    man = m.manufacturer
-    d["manufacturer"] = man
-    try:
-        if manufacturer_code(manufacturer_text(man)) == man:
-            d["manufacturer"] = manufacturer_text(man)
-    except ValueError:
-        pass
+    d["manufacturer"] = manufacturer_spec(m.manufacturer)
     for key, default in (("version", 1), ("medium", 0), ("status", 0), ("signature", 0)):
         v = getattr(m, key)
         if v != default:

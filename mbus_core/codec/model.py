@@ -17,7 +17,8 @@ class ConfigError(ValueError):
 
 METER_KEYS = ("name", "address", "id", "manufacturer", "version", "medium", "status",
               "signature", "fabrication", "records", "replay", "ci", "fixed", "alarm",
-              "strict_repeat", "security", "comment", "description")
+              "strict_repeat", "security", "comment", "description", "note", "source",
+              "quirks")
 RECORD_KEYS = ("quantity", "unit", "value", "type", "function", "storage", "tariff",
                "subunit", "dif", "vif", "vife", "resolution", "name", "comment")
 # record keys whose value is text (hex for dif/vif/vife)
@@ -223,6 +224,10 @@ def parse_id(v, key="id"):
 
 
 def parse_manufacturer(v):
+    """Three letters, or the 16-bit code as sent (0..32767: a clone of a meter whose code
+    is no three letters)."""
+    if isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 0x7FFF:
+        return v
     if isinstance(v, str) and len(v) == 3:
         ok = True
         for ch in v.upper():
@@ -230,7 +235,19 @@ def parse_manufacturer(v):
                 ok = False
         if ok:
             return v.upper()
-    raise ValueError("bad manufacturer %r (want 3 letters A-Z)" % (v,))
+    raise ValueError("bad manufacturer %r (want 3 letters A-Z, or a code 0..32767)" % (v,))
+
+
+def raw_id(v):
+    """An ID of 8 hex digits with a non-decimal one ("0500023E", as a decoder shows a
+    real meter's non-BCD ID) -> its 4 bytes as sent; None for any other value."""
+    if not isinstance(v, str) or len(v.strip()) != 8 or _digits(v.strip()):
+        return None
+    try:
+        b = R.parse_hex(v.strip())
+    except ValueError:
+        return None
+    return bytes((b[3], b[2], b[1], b[0]))
 
 
 def parse_medium(v):
@@ -281,7 +298,7 @@ def meter_from_config(cfg, index=0, clock=None):
     if "replay" in cfg:
         for k in cfg:
             if k not in ("replay", "address", "name", "strict_repeat", "comment",
-                         "description"):
+                         "description", "quirks"):
                 raise ConfigError("%s: '%s' cannot be used with 'replay' (the identity "
                                   "comes from the telegram)" % (where, k))
         text = cfg["replay"]
@@ -295,9 +312,11 @@ def meter_from_config(cfg, index=0, clock=None):
             raise ConfigError("%s: replay: %s" % (where, e))
         m.name = name
         m.strict_repeat = _bool(cfg, "strict_repeat", where)
+        _quirks(m, cfg, where)
         return m
     try:
-        ident = parse_id(cfg.get("id", 12345678))
+        rawid = raw_id(cfg.get("id"))
+        ident = parse_id(cfg.get("id", 12345678)) if rawid is None else 0
         man = parse_manufacturer(cfg.get("manufacturer", "TST"))
         version = _int(cfg, "version", 0, 255, 1)
         medium = parse_medium(cfg.get("medium", 0))
@@ -341,6 +360,8 @@ def meter_from_config(cfg, index=0, clock=None):
                     strict_repeat=_bool(cfg, "strict_repeat", where))
     except ValueError as e:
         raise ConfigError("%s: %s" % (where, e))
+    if rawid is not None:
+        m.set_raw_id(rawid)
     if "alarm" in cfg:
         m.alarm = _alarm_from_config(cfg["alarm"], where, clock)
     if "security" in cfg:
@@ -349,7 +370,16 @@ def meter_from_config(cfg, index=0, clock=None):
         except ValueError as e:
             raise ConfigError("%s: security: %s" % (where, e))
         m.invalidate()
+    _quirks(m, cfg, where)
     return m
+
+
+def _quirks(m, cfg, where):
+    """"quirks": {...} kept as given; the host checks and serves them (ports/quirks.py)."""
+    q = cfg.get("quirks")
+    if q is not None and not isinstance(q, dict):
+        raise ConfigError("%s: quirks must be an object, as in {\"sleep\": 30}" % where)
+    m.quirks = q
 
 
 def security_from_config(spec, ci=0x72, aes=None):

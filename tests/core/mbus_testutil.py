@@ -100,3 +100,29 @@ def many_records_meter(n=40, **kw):
         recs.append(bytes((0x04, 0x13, v & 0xFF, (v >> 8) & 0xFF, 0, 0)))
     kw["records"] = recs
     return demo_meter(**kw)
+
+
+class ChunkPort:
+    """A LineServer port that hands out the given chunks of bytes, one per read, and
+    keeps what is written."""
+
+    def __init__(self, chunks):
+        self.chunks = list(chunks)
+        self.written = []
+
+    def readinto(self, buf):
+        if not self.chunks:
+            return 0
+        d = self.chunks.pop(0)
+        for i in range(len(d)):
+            buf[i] = d[i]
+        return len(d)
+
+    def write(self, d):
+        self.written.append(bytes(d))
+
+    def flush(self):
+        pass
+
+    def set_baud(self, r):
+        pass

@@ -251,6 +251,10 @@ class Controller:
     def patch(self, address, changes):
         s = self.find(address)
         m = s.meter
+        try:   # checked before anything changes
+            _model.check_alarm_room(m, changes.get("alarm"), "meter %d" % address)
+        except _model.ConfigError as e:
+            raise ControlError(400, str(e))
         if "address" in changes and changes["address"] != address:
             new = changes["address"]
             m.address = new

@@ -416,3 +416,14 @@ def test_jobs_run_between_frames_a_share_at_a_time_and_failures_stay_in_their_jo
     assert e.value.status == 400
     ctl.patch(3, ops.check_patch({"present": False}))
     assert ctl.bus.slaves[0].present is False
+
+
+def test_an_alarm_too_long_for_an_encrypted_telegram_is_refused(tmp_path):
+    meter = tmp_path / "m.json"
+    meter.write_text(json.dumps({"address": 4, "records": [{"dif": "04", "vif": "13",
+                                                              "value": 1}],
+                                 "security": {"mode": 7, "key": "00" * 16}}))
+    with SlaveProcess("--meter", str(meter)) as s:
+        with pytest.raises(ControlAPIError, match="one encrypted telegram holds 206"):
+            s.alarm(4, [{"dif": "0F", "value": "00" * 210}])
+        assert s.meter(4)["alarm"] is None

@@ -370,6 +370,7 @@ def meter_from_config(cfg, index=0, clock=None):
         except ValueError as e:
             raise ConfigError("%s: security: %s" % (where, e))
         m.invalidate()
+    check_alarm_room(m, m.alarm, where)
     _quirks(m, cfg, where)
     return m
 
@@ -444,6 +445,19 @@ def _alarm_from_config(alarm, where, clock):
         raise ConfigError("%s: alarm records take %d bytes, one telegram holds %d"
                           % (where, len(data), M.MAX_USER_DATA - 12))
     return data
+
+
+def check_alarm_room(meter, alarm, where):
+    """ConfigError when the class 1 data `alarm` does not fit the one telegram a REQ_UD1
+    gets from this meter (encrypted: whole blocks, at most 15, after 2F 2F)."""
+    if not alarm:
+        return
+    room = M.MAX_USER_DATA - 12
+    if meter.security is not None:
+        room = meter.security.record_room(room)
+    if len(alarm) > room:
+        raise ConfigError("%s: alarm records take %d bytes, one %stelegram holds %d"
+                          % (where, len(alarm), "encrypted " if meter.security else "", room))
 
 
 def meters_from_config(cfg, clock=None):

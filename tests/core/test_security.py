@@ -420,3 +420,17 @@ def test_meter_description_security_key():
     msg = raises(model.ConfigError, model.meter_from_config,
                  {"ci": "short", "security": {"mode": 5, "key": "00" * 16}})
     assert "CI 72" in msg
+
+
+def test_encrypted_alarm_must_fit_15_blocks():
+    # a REQ_UD1 reply is one telegram, and its encrypted part at most 15 blocks: 238 bytes
+    # of records after 2F 2F (mode 5), 15 blocks less the AFL's room in mode 7
+    from mbus_core.codec import model
+    raw = {"dif": "0F", "value": "00" * 237}     # 238 bytes: fits mode 5 exactly
+    cfg = {"address": 1, "alarm": [raw], "security": {"mode": 5, "key": "00" * 16}}
+    m = model.meter_from_config(cfg)
+    reply = _ask(Bus([m]), h("10 7A 01 7B 16"))
+    assert reply[0] == 0x68 and len(reply) == 6 + 13 + 240 + 2
+    cfg["alarm"] = [{"dif": "0F", "value": "00" * 238}]
+    msg = raises(model.ConfigError, model.meter_from_config, cfg)
+    assert "alarm records take 239 bytes" in msg and "238" in msg and "\n" not in msg

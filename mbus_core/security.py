@@ -190,13 +190,18 @@ def kdf_a(aes, master, dc, counter4, id4):
     """OMS KDF-A: CMAC(MK, DC || MC || ID || 07h x 7) -> 16 bytes. counter4 and id4 are
     the 4 bytes as sent (least significant first)."""
     msg = bytearray(16)
+    _kdf_message(msg, dc, counter4, id4)
+    return cmac(aes(master), msg)
+
+
+def _kdf_message(msg, dc, counter4, id4):
+    """KDF-A's 16-byte input into msg: DC || MC || ID || 07h x 7."""
     msg[0] = dc
     for i in range(4):
         msg[1 + i] = counter4[i]
         msg[5 + i] = id4[i]
     for i in range(9, 16):
         msg[i] = 0x07
-    return cmac(aes(master), msg)
 
 
 def cbc_encrypt(block, iv, buf, start, nblocks, tmp, out):
@@ -343,12 +348,7 @@ class Security:
     def _derive(self, dc, mcr, id4, out):
         """KDF-A (see kdf_a) under the meter's key into `out`, allocating nothing."""
         msg = self._kdf_msg
-        msg[0] = dc
-        for i in range(4):
-            msg[1 + i] = mcr[i]
-            msg[5 + i] = id4[i]
-        for i in range(9, 16):
-            msg[i] = 0x07
+        _kdf_message(msg, dc, mcr, id4)
         c = self._kdf
         c.start()
         c.update(msg)

@@ -15,37 +15,13 @@ from mbus_core.bus import Bus
 from mbus_ports.faults import (Fault, Faults, Rng, add_fault_arguments, faults_from_args,
                                faults_from_specs, parse_fault_spec, KINDS)
 from mbus_ports.line import LineServer, reply_window_ms
-from tests.core.mbus_testutil import demo_meter, h, many_records_meter
+from tests.core.mbus_testutil import ChunkPort as Port, demo_meter, h, many_records_meter
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 REQ_A = h("10 5B 03 5E 16")      # REQ_UD2, FCB 0
 REQ_B = h("10 7B 03 7E 16")      # REQ_UD2, FCB 1
 NKE = h("10 40 03 43 16")
-
-
-class Port:
-    """Scripted byte pipe: one chunk per readinto()."""
-
-    def __init__(self, chunks):
-        self.chunks = list(chunks)
-        self.written = []
-
-    def readinto(self, buf):
-        if not self.chunks:
-            return 0
-        data = self.chunks.pop(0)
-        buf[:len(data)] = data
-        return len(data)
-
-    def write(self, data):
-        self.written.append(bytes(data))
-
-    def flush(self):
-        pass
-
-    def set_baud(self, rate):
-        pass
 
 
 def make_bus():

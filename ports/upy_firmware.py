@@ -191,8 +191,10 @@ class Firmware:
         return ", ".join(out)
 
 
-def run(board, steps=0):
-    """Serve forever (or `steps` loop turns, for tests). Returns on KeyboardInterrupt."""
+def run(board, steps=0, turn=None):
+    """Serve forever (or `steps` loop turns, for tests). Returns on KeyboardInterrupt.
+    turn: called with the Firmware after every loop turn, for test builds (one locks the
+    heap after warm-up); the loop stops when it returns true."""
     gc.collect()
     log("board %s, meter file %s, state file %s"
         % (getattr(board, "NAME", "?"), board.meter_path, board.state_path))
@@ -249,6 +251,8 @@ def run(board, steps=0):
                 sleep_ms(100)
             if wdt is not None:
                 wdt.feed()
+            if turn is not None and turn(fw):
+                break
             if steps:
                 turns += 1
                 if turns >= steps:

@@ -482,6 +482,14 @@ def run(args):
         except (OSError, RuntimeError) as e:
             res["tcp"] = None
             res["notes"].append("TCP round trip not measured: %s" % e)
+    # the firmware on an emulated Raspberry Pi Pico (tools/bench_pico.py: a few minutes,
+    # so not with --quick; tests/test_pico_sim.py runs it small)
+    res["pico"] = None
+    if not args.no_upy and not args.quick:
+        from mbus_tools.bench_pico import figures as pico_figures
+        res["pico"], err = pico_figures()
+        if err:
+            res["notes"].append(err)
     return res
 
 
@@ -613,6 +621,8 @@ def report(res):
         if mpy.get("faults"):
             lines.append("| `.mpy` size of `ports/faults.py` (optional) | %d bytes |"
                          % mpy["faults"])
+    from mbus_tools.bench_pico import report_lines as pico_lines
+    lines += pico_lines(res.get("pico"))
     for note in res["notes"]:
         lines += ["", "Note: %s" % note]
     return "\n".join(lines).rstrip() + "\n"

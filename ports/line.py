@@ -107,6 +107,7 @@ class LineServer:
         self.waits = hasattr(port, "wait")
         self._wake = getattr(port, "wake", None)
         self._rx_us = ticks_us()   # when the last bytes came (the reply delay counts from)
+        self._active_us = self._rx_us   # the last bytes in or out (quiet_ms())
         self._fallback_baud = 0
         self._fallback_at = 0
         self._frames_at_switch = 0
@@ -150,6 +151,16 @@ class LineServer:
         if self._wake is not None:
             self._wake()
 
+    def quiet_ms(self):
+        """Milliseconds since the last bytes came or the last reply went out (right for
+        up to half the ticks_us() period: about 9 minutes on MicroPython)."""
+        return ticks_diff(ticks_us(), self._active_us) // 1000
+
+    def tick_soon(self):
+        """Have on_tick run at the end of this step or the next (from the line's own
+        callbacks: a port has something to do between frames)."""
+        self._tick_at = ticks_ms()
+
     def timeout_ms(self):
         """Milliseconds until the next deadline (a half frame's idle gap, the baud
         fallback, on_tick), rounded up; None when there is none. Small ints only."""
@@ -181,6 +192,7 @@ class LineServer:
         n = port.readinto(self.rx)
         if n:
             self._rx_us = ticks_us()
+            self._active_us = self._rx_us
             self.receive(self.rx, n)
         elif self.bus.parser.busy and ticks_diff(ticks_us(), self._rx_us) >= self.idle_us:
             self.bus.idle()
@@ -253,6 +265,7 @@ class LineServer:
             self.port.write(out)
             self.port.flush()
         self.replies = (self.replies + 1) & 0x3FFFFFFF   # small ints on 32-bit boards
+        self._active_us = ticks_us()
         if self.trace is not None:
             self.trace("SEND", bytes(out))
 

@@ -29,6 +29,11 @@ BAUD_RATES = (300, 600, 1200, 2400, 4800, 9600, 19200, 38400)
 # the serving loop collects once this many bytes were allocated since the last collection,
 # so the heap in use never goes far past what the firmware keeps (see mem_report)
 GC_SLACK = 8192
+# what a master changed is saved once the line has been quiet (no request, no reply) this
+# long, so that writing flash (about 0.1 s on a Pico) never delays the answer to the
+# master's next request; with traffic that never pauses, at the latest this long after
+SAVE_QUIET_MS = 300
+SAVE_LATEST_MS = 5000
 
 # memory figures of the running firmware (bytes): see mem_report()
 MEM = {"start": 0, "free": 0, "peak": 0, "requests": 0, "errors": 0, "line": None}
@@ -120,6 +125,7 @@ class Firmware:
         baud = state.state_baud(st, BAUD_RATES) or getattr(board, "BAUD", 2400)
         self.saved = st
         self.dirty = False
+        self.dirty_at = 0
         # counters' readings: saved every readings_min minutes (flash wear: default one
         # hour), each time at their value two periods ahead so that after a power cut the
         # meter resumes at or beyond anything a master has read
@@ -140,12 +146,19 @@ class Firmware:
                                reply_delay_ms=cfg.get("reply_delay_ms"),
                                baud_fallback_ms=cfg.get("baud_fallback_ms", 60000))
         self.line.on_baud = self._baud
+        self.line.on_tick = self.housekeeping
         self.led = getattr(board, "led", None)
 
     def _changed(self, slave, what):
         # called from inside bus.feed, before the reply goes out: only take note here
         if what in ("address", "id", "baud"):
+            self._mark_dirty()
+
+    def _mark_dirty(self):
+        if not self.dirty:
             self.dirty = True
+            self.dirty_at = ticks_ms()
+        self.line.tick_soon()
 
     def _reserve(self, bound):
         # a new message counter bound: on flash before any telegram passes it (a master
@@ -153,19 +166,32 @@ class Firmware:
         self.persist()
 
     def _baud(self, rate):
-        self.dirty = True
+        self._mark_dirty()
 
     def prepare_keys(self):
         """Mode 7: the ciphers of each meter's next telegram, built between requests."""
         for m in self.mode7:
             m.security.prepare(m)
 
-    def tick(self):
-        """The periodic save of the counters' readings."""
+    def housekeeping(self):
+        """The line's on_tick, between frames: the deferred save of what a master
+        changed, the periodic save of the counters' readings. Returns the ms until it is
+        due again (None: nothing pending)."""
         # ticks, not self.clock(): a float per loop turn would churn the heap
-        if self.readings_s and ticks_diff(ticks_ms(), self.readings_due) >= 0:
-            self.readings_due = ticks_add(ticks_ms(), int(self.readings_s * 1000))
+        now = ticks_ms()
+        if self.dirty:
+            wait = SAVE_QUIET_MS - self.line.quiet_ms()
+            if wait > 0 and ticks_diff(now, self.dirty_at) < SAVE_LATEST_MS:
+                return wait
             self.persist()
+        if not self.readings_s:
+            return None
+        left = ticks_diff(self.readings_due, now)
+        if left <= 0:
+            self.readings_due = ticks_add(now, int(self.readings_s * 1000))
+            self.persist()
+            left = ticks_diff(self.readings_due, now)
+        return left
 
     def persist(self):
         """Save the settings when they differ from the saved ones (spares the flash)."""
@@ -221,10 +247,7 @@ def run(board, steps=0, turn=None):
     try:
         while True:
             try:
-                line.step()
-                if fw.dirty:
-                    fw.persist()
-                fw.tick()
+                line.step()   # its on_tick (fw.housekeeping) saves what changed
                 if line.replies != replies:
                     replies = line.replies
                     for note in wrap_notes(fw.meters):
@@ -259,6 +282,8 @@ def run(board, steps=0, turn=None):
                     break
     except KeyboardInterrupt:
         log("stopped")
+    if fw.dirty:   # a change still waiting for a quiet line: saved now
+        fw.persist()
     if cfg.get("mem_report"):
         mem_report()
     try:

@@ -201,6 +201,24 @@ def test_set_primary_address_persists_across_restart(tmp_path):
         assert sim.request(2) == b""
 
 
+def test_a_change_is_saved_once_the_line_is_quiet(tmp_path):
+    # Writing flash takes a while (about 0.1 s on a Pico): a save right after the E5 would
+    # answer the master's next request late. The firmware saves once the line has been
+    # quiet (no request, no reply) for SAVE_QUIET_MS: the follow-up is answered first.
+    state = tmp_path / "state.json"
+    with Sim("--meter", WATER, "--state", str(state)) as sim:
+        saved = "saved settings to"
+        sim.send(long_frame(0x53, 2, 0x51, bytes((0x01, 0x7A, 42))))
+        assert sim.frame() == b"\xE5"
+        assert decode(sim.request(42)).body.bodyHeader.interpreted["manufacturer"] == "TST"
+        assert not any(saved in ln for ln in sim.lines), "saved before the follow-up"
+        deadline = time.time() + WAIT
+        while not any(saved in ln for ln in sim.lines) and time.time() < deadline:
+            time.sleep(0.05)
+        assert any(saved in ln for ln in sim.lines), "never saved while the line was quiet"
+    assert json.loads(state.read_text())["meters"]["0"]["address"] == 42
+
+
 HOOK = '''
 from mbus_core.live_record import Record
 

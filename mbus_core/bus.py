@@ -40,10 +40,7 @@ class Bus:
         # the address a frame is for, gate.admit(slave, p) -> False: the slave never heard
         # it, gate.reply(slave, p, n) -> the size of the reply it left in slave.reply
         self.gate = None
-        self.wire_collisions = False   # see set_wire_collisions()
-        self._wire_a = None
-        self.framing_errors = 0
-        self.parity_errors = 0
+        self.wire = None   # a WireReceiver with set_wire_collisions() (not on boards)
         for m in meters:
             self.add(m)
 
@@ -106,12 +103,15 @@ class Bus:
         one starts WIRE_SKEW_BITS after the first (two meters never start a reply on the
         same bit), the line carries the AND of the bit streams, and each character is
         sampled from its start bit: framing and parity errors, garbage bytes. Replies of
-        the same length stay bit-aligned (the plain AND, parity checked)."""
-        self.wire_collisions = bool(on)
-        if on and self._wire_a is None:
-            self._wire_a = bytearray(_frame.MAX_FRAME)
-        if on and self.tx is None:
-            self.tx = bytearray(_frame.MAX_FRAME + 1)
+        the same length stay bit-aligned (the plain AND, parity checked). Its own
+        module (mbus_core.wire_collision): a board that never asks for it never loads it.
+        bus.wire.framing_errors and .parity_errors count what the UART saw."""
+        self.wire = None
+        if on:
+            from mbus_core.wire_collision import WireReceiver
+            self.wire = WireReceiver()
+            if self.tx is None:
+                self.tx = bytearray(_frame.MAX_FRAME + 1)
 
     def _dispatch(self, p):
         gate = self.gate
@@ -163,8 +163,8 @@ class Bus:
         return 1
 
     def _overlap(self, other, n):
-        if self.wire_collisions:
-            self._wire_overlap(other, n)
+        if self.wire is not None:
+            self.wire.overlap(self, other, n)
             return
         tx = self.tx
         if self.reply is not tx:
@@ -179,66 +179,3 @@ class Bus:
             tx[i] = other[i]
         if n > m:
             self.reply_len = n
-
-
-    def _wire_overlap(self, other, n):
-        """The reply so far and `other` on one wire, received by a UART (no allocation)."""
-        a = self._wire_a
-        m = self.reply_len
-        src = self.reply
-        for i in range(m):
-            a[i] = src[i]
-        skew = 0 if m == n else WIRE_SKEW_BITS
-        end = 11 * m
-        if 11 * n + skew > end:
-            end = 11 * n + skew
-        tx = self.tx
-        cap = len(tx)
-        out = 0
-        pos = 0
-        while pos < end and out < cap:
-            if _level(a, m, other, n, skew, pos):
-                pos += 1      # idle line: wait for a start bit
-                continue
-            data = 0
-            ones = 0
-            for j in range(8):
-                if _level(a, m, other, n, skew, pos + 1 + j):
-                    data |= 1 << j
-                    ones += 1
-            if _level(a, m, other, n, skew, pos + 9) != ones & 1:
-                self.parity_errors += 1
-            if not _level(a, m, other, n, skew, pos + 10):
-                self.framing_errors += 1
-            tx[out] = data    # the UART hands on what it sampled, errors or not
-            out += 1
-            pos += 11
-        self.reply = tx
-        self.reply_len = out
-
-
-WIRE_SKEW_BITS = 5   # how far a second meter's reply lags the first one (half a character)
-
-
-def _bit(buf, n, pos):
-    """Line level at bit `pos` of a reply of n characters at 8E1 (idle: 1)."""
-    if pos < 0 or pos >= 11 * n:
-        return 1
-    i = pos // 11
-    b = pos - 11 * i
-    if b == 0:
-        return 0                      # start bit
-    if b <= 8:
-        return (buf[i] >> (b - 1)) & 1
-    if b == 10:
-        return 1                      # stop bit
-    v = buf[i]                        # even parity bit
-    p = 0
-    while v:
-        p ^= v & 1
-        v >>= 1
-    return p
-
-
-def _level(a, m, b, n, skew, pos):
-    return _bit(a, m, pos) & _bit(b, n, pos - skew)

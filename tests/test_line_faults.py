@@ -250,7 +250,7 @@ def test_wire_collision_counts_errors_in_the_core():
     bus.set_wire_collisions(True)
     bus.feed(short(0x5B, 5))
     assert bytes(bus.reply[:bus.reply_len]) == _uart_receive(one, two, 5)
-    assert bus.framing_errors + bus.parity_errors > 0 and bus.collisions == 1
+    assert bus.wire.framing_errors + bus.wire.parity_errors > 0 and bus.collisions == 1
 
 
 # -- bad specs ---------------------------------------------------------------------------------
@@ -370,7 +370,7 @@ try:
 finally:
     micropython.heap_unlock()
 print("".join(["%02x" % b for b in bus.reply[:bus.reply_len]]))
-print(bus.framing_errors, bus.parity_errors)
+print(bus.wire.framing_errors, bus.wire.parity_errors)
 """
 
 

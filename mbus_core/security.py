@@ -50,6 +50,7 @@ CFE_KDF_A = const(0x10)     # configuration field extension: KDF-A, key ID 0
 DC_KENC = const(0x00)
 DC_KMAC = const(0x01)
 COUNTER_RESERVE = const(64)  # message counters persisted ahead of use (see Security)
+COUNTER_EARLY = const(16)    # this few left: a port may move the bound on between frames
 
 
 # The AES-128 block function factory a port provides (mbus_ports.aes registers its own on
@@ -272,6 +273,8 @@ class Security:
         self.set_counter(counter)
         self._limit = bytearray(4)    # the bound reserved ahead of use, as the counter
         self._reserved = False
+        self._left = 0                # counters left before the reserved bound
+        self.reserve_due = False      # few left: reserve_early() between frames
         self.reserve = reserve
         if mode == MODE_7:
             self._kdf = Cmac(self.block)
@@ -325,23 +328,35 @@ class Security:
         self._step_counter(1)
         if self.reserve is None:
             return
+        if self._reserved:
+            self._left -= 1
+            if self._left > 0:
+                if self._left <= COUNTER_EARLY:
+                    self.reserve_due = True
+                return
+        self._reserve_ahead()   # the bound is reached (or none yet): before this telegram
+
+    def reserve_early(self):
+        """A port, between frames, once reserve_due is set: persist a bound a full
+        COUNTER_RESERVE ahead now, so that the request path never has to."""
+        if self.reserve_due:
+            self._reserve_ahead()
+
+    def _reserve_ahead(self):
         m = self.mcr
         lim = self._limit
-        if self._reserved:
-            i = 3          # compare most significant byte first: no int past 2^30
-            while i > 0 and m[i] == lim[i]:
-                i -= 1
-            if m[i] < lim[i]:
-                return
         carry = COUNTER_RESERVE
         for i in range(4):
             v = m[i] + carry
             lim[i] = v & 0xFF
             carry = v >> 8
+        self._left = COUNTER_RESERVE
         if carry:          # the bound would wrap: reserve up to the last counter
             for i in range(4):
                 lim[i] = 0xFF
+            self._left = 0xFF - m[0]   # fewer than COUNTER_RESERVE left: m is FFFFFFxx
         self._reserved = True
+        self.reserve_due = False
         self.reserve(self.limit)
 
     # -- the derived keys (mode 7) ---------------------------------------------------

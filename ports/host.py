@@ -126,13 +126,15 @@ class StateKeeper:
 
     def after_reply(self):
         """After each reply: persist what changed, log counters that wrapped (once),
-        build mode 7 meters' next ciphers (off the request path, as a board does)."""
+        build mode 7 meters' next ciphers and move their counter bounds on (off the
+        request path, as a board does)."""
         self.flush()
         for note in wrap_notes(self.meters):
             log.warning(note)
         for m in self.meters:
             if m.security is not None:
                 m.security.prepare(m)
+                m.security.reserve_early()   # a counter bound due to move on: now
 
     def tick(self):
         """Called by the run loop (on_tick): the periodic save of the readings. Returns

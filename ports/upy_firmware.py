@@ -169,9 +169,18 @@ class Firmware:
         self._mark_dirty()
 
     def prepare_keys(self):
-        """Mode 7: the ciphers of each meter's next telegram, built between requests."""
+        """Mode 7: the ciphers of each meter's next telegram, built between requests;
+        a counter bound that is due to move on is saved once the line is quiet."""
         for m in self.mode7:
             m.security.prepare(m)
+            if m.security.reserve_due:
+                self.line.tick_soon()
+
+    def _reserve_due(self):
+        for m in self.mode7:
+            if m.security.reserve_due:
+                return True
+        return False
 
     def housekeeping(self):
         """The line's on_tick, between frames: the deferred save of what a master
@@ -179,11 +188,15 @@ class Firmware:
         due again (None: nothing pending)."""
         # ticks, not self.clock(): a float per loop turn would churn the heap
         now = ticks_ms()
-        if self.dirty:
+        if self.dirty or self._reserve_due():
             wait = SAVE_QUIET_MS - self.line.quiet_ms()
-            if wait > 0 and ticks_diff(now, self.dirty_at) < SAVE_LATEST_MS:
+            if wait > 0 and not (self.dirty and
+                                 ticks_diff(now, self.dirty_at) >= SAVE_LATEST_MS):
                 return wait
-            self.persist()
+            for m in self.mode7:   # a mode 7 counter bound: saved ahead (_reserve)
+                m.security.reserve_early()
+            if self.dirty:
+                self.persist()
         if not self.readings_s:
             return None
         left = ticks_diff(self.readings_due, now)

@@ -361,6 +361,33 @@ def test_mode7_reserves_again_when_the_bound_is_reached():
     assert m.security.limit == saved[-1]
 
 
+def test_mode7_bound_moves_on_early_off_the_request_path():
+    # A port moves the bound on between frames (reserve_early) once few counters are
+    # left, so that the save never happens between a request and its reply; only where
+    # it never does is the bound reserved on the request path, as before.
+    saved = []
+    m = _f3_meter(counter=10, reserve=saved.append)
+    m.refresh()
+    sec = m.security
+    buf = bytearray(260)
+    m.write_telegram(0, buf, 0, 0)            # counter 11: the first bound, 75
+    assert saved == [11 + S.COUNTER_RESERVE] and not sec.reserve_due
+    n = 1
+    while not sec.reserve_due:
+        m.write_telegram(0, buf, 0, n)
+        n += 1
+    left = 11 + S.COUNTER_RESERVE - sec.counter
+    assert left == S.COUNTER_EARLY and len(saved) == 1   # due, not done on the path
+    sec.reserve_early()                       # between frames: counter + 64
+    assert saved[-1] == sec.counter + S.COUNTER_RESERVE and not sec.reserve_due
+    assert sec.limit == saved[-1]
+    for i in range(S.COUNTER_RESERVE - S.COUNTER_EARLY):
+        m.write_telegram(0, buf, 0, i)
+    assert len(saved) == 2 and sec.reserve_due   # due again, and still nothing on the path
+    sec.reserve_early()
+    assert len(saved) == 3 and sec.counter < saved[-1]
+
+
 def test_oms_n54_whole_frame_with_unencrypted_tail():
     # the published frame byte for byte, checksum included: the meter selected by its
     # secondary address, read at 253, its last two records in clear after the block

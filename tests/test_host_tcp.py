@@ -11,7 +11,7 @@ import meterbus
 
 from mbus_core import frame
 
-from tests.hostutil import (TcpSlave, ping, req_ud2, select, send, recv, values, ident,
+from tests.hostutil import (ping, req_ud2, select, send, recv, values, ident,
                             frame_hex, short, SILENCE_TIMEOUT, REPLY_TIMEOUT)
 
 

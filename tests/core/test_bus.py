@@ -1,7 +1,7 @@
 # A bus of many meters on one line: routing and what overlapping replies look like.
 from mbus_core.bus import Bus
 from mbus_core.meter import Meter
-from mbus_testutil import h, long, short, replies, demo_meter
+from mbus_testutil import h, long, short, replies
 
 E5 = h("E5")
 

@@ -3,7 +3,6 @@
 # bytes are those libmbus's tools send (shared/docs/libmbus-traces.md).
 from mbus_core import frame
 from mbus_core.bus import Bus
-from mbus_core.meter import Meter
 from mbus_core.slave import Slave
 from mbus_testutil import h, hexs, short, long, replies, demo_meter, demo_bus, many_records_meter
 

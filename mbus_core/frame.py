@@ -10,6 +10,8 @@
 # anything invalid drops the frame's start byte and hunts again through the bytes it already
 # holds, so a valid frame hidden behind noise is still found. Nothing here allocates once the
 # parser exists.
+from struct import pack_into
+
 try:
     from micropython import const
 except ImportError:  # CPython
@@ -87,6 +89,9 @@ class FrameParser:
         if end < 0:
             end = len(data)
         self.kind = 0
+        if self._state == _HUNT and not self._rs_len and end - start >= 5 \
+                and data[start] == SHORT_START and self._whole_short(data, start):
+            return start + 5   # what five _step() calls would do, at a fifth of the cost
         rs = self._rescan
         pos = start
         while True:
@@ -103,6 +108,28 @@ class FrameParser:
             pos += 1
             if self._step(b):
                 return pos
+
+    def _whole_short(self, data, i):
+        """data[i:i + 5], starting with 10, as one short frame when it is a valid one
+        (the hot path: a master's REQ_UD2 arrives whole)."""
+        c = data[i + 1]
+        a = data[i + 2]
+        cs = data[i + 3]
+        if data[i + 4] != STOP or cs != (c + a) & 0xFF:
+            return False   # the byte-wise path finds what is in there
+        buf = self.buf
+        buf[0] = SHORT_START
+        buf[1] = c
+        buf[2] = a
+        buf[3] = cs
+        buf[4] = STOP
+        self.kind = SHORT
+        self.c = c
+        self.a = a
+        self.ci = -1
+        self.data_start = self.data_end = 3
+        self.frames += 1
+        return True
 
     def _step(self, b):
         """Take one byte; True when it completed a valid frame."""
@@ -226,13 +253,7 @@ def write_long_header(buf, c, a, ci, data_len):
     """Write 68 L L 68 C A CI; the caller puts data_len bytes at offset 7, then calls
     finish_long(). Returns the offset of the user data (7)."""
     length = data_len + 3
-    buf[0] = LONG_START
-    buf[1] = length
-    buf[2] = length
-    buf[3] = LONG_START
-    buf[4] = c
-    buf[5] = a
-    buf[6] = ci
+    pack_into("<7B", buf, 0, LONG_START, length, length, LONG_START, c, a, ci)
     return 7
 
 

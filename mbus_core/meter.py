@@ -4,6 +4,8 @@
 # .encode() -> bytes and .dynamic (True when the value can change between readouts).
 # The encoded record area is cached and only rebuilt for a fresh readout when a record is
 # dynamic, so serving a constant meter allocates nothing.
+from struct import pack_into
+
 from mbus_core.frame import checksum as byte_sum  # the low byte of a byte sum
 
 try:
@@ -24,6 +26,10 @@ MORE_RECORDS_BYTE = b"\x1f"  # DIF 1F: more records follow in the next telegram
 # Status byte (EN 13757-3): bits 0-1 application status, 2 power low, 3 permanent
 # error, 4 temporary error.
 STATUS_TEMPORARY_ERROR = const(0x10)
+# the data headers, written in one call: CI, ID (4 BCD bytes), manufacturer, version,
+# medium, access number, status, signature (CI 72); CI, access, status, signature (CI 7A)
+_HEAD_LONG = "<B4sHBBBBH"
+_HEAD_SHORT = "<BBBH"
 
 
 def manufacturer_code(text):
@@ -211,11 +217,13 @@ class Meter:
             raise ValueError("id must have at most 8 decimal digits")
         self._id = value
         put_bcd(value, self.id_bytes, 0, 4)
+        self._id_sum = byte_sum(self.id_bytes, 0, 4)   # for the checksum
 
     def set_raw_id(self, raw):
         """A replayed identity: 4 captured bytes, valid BCD or not."""
         for k in range(4):
             self.id_bytes[k] = raw[k]
+        self._id_sum = byte_sum(raw, 0, 4)
         value = bcd_bytes_value(raw, 0, 4)
         self._id = value if value >= 0 else 0
 
@@ -374,33 +382,23 @@ class Meter:
     def _write_variable(self, buf, pos, ci, access, records, records_sum):
         """CI 72/7A/78 application data: the header for `ci`, then the records bytes."""
         start = pos
-        pos += 1
-        total = ci
+        access &= 0xFF
+        status = self.status
+        sig = self.signature
+        total = ci + access + status + (sig & 0xFF) + (sig >> 8)
         if ci == CI_LONG:
-            ident = self.id_bytes
             man = self.manufacturer
-            b0 = ident[0]
-            b1 = ident[1]
-            b2 = ident[2]
-            b3 = ident[3]
-            buf[pos] = b0
-            buf[pos + 1] = b1
-            buf[pos + 2] = b2
-            buf[pos + 3] = b3
-            buf[pos + 4] = man & 0xFF
-            buf[pos + 5] = man >> 8
-            buf[pos + 6] = self.version
-            buf[pos + 7] = self.medium
-            total += b0 + b1 + b2 + b3 + (man & 0xFF) + (man >> 8) + self.version + self.medium
-            pos += 8
-        if ci != CI_NONE:
-            sig = self.signature
-            buf[pos] = access & 0xFF
-            buf[pos + 1] = self.status
-            buf[pos + 2] = sig & 0xFF
-            buf[pos + 3] = sig >> 8
-            total += (access & 0xFF) + self.status + (sig & 0xFF) + (sig >> 8)
-            pos += 4
+            pack_into(_HEAD_LONG, buf, pos, ci, self.id_bytes, man, self.version,
+                      self.medium, access, status, sig)
+            total += self._id_sum + (man & 0xFF) + (man >> 8) + self.version + self.medium
+            pos += 13
+        elif ci != CI_NONE:   # CI 7A
+            pack_into(_HEAD_SHORT, buf, pos, ci, access, status, sig)
+            pos += 5
+        else:   # no header
+            buf[pos] = ci
+            total = ci
+            pos += 1
         n = len(records)
         buf[pos:pos + n] = records
         self.last_sum = (total + records_sum) & 0xFF

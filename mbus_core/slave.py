@@ -169,28 +169,24 @@ class Slave:
         if not self.present:
             return 0   # off the bus: no reply, no state change
         self.requests = (self.requests + 1) & COUNT_MASK
-        n = self._handle(p)
+        c = p.c
+        func = c & 0x0F
+        n = 0
+        if not c & 0x40:
+            return 0   # a frame from a slave, not a master
+        if p.kind == _frame.SHORT:
+            if func == _FUNC_REQ_UD2:
+                n = self._req_ud2(c)
+            elif c == SND_NKE:
+                n = self._snd_nke(p.a)
+            elif func == _FUNC_REQ_UD1:
+                n = self._req_ud1(c)
+        elif func == _FUNC_SND_UD and not c & 0x80:
+            self._repeat(c, _FUNC_SND_UD)
+            n = self._snd_ud(p)
         if n:
             self.replies = (self.replies + 1) & COUNT_MASK
         return n
-
-    def _handle(self, p):
-        c = p.c
-        func = c & 0x0F
-        if not c & 0x40:
-            return 0  # a frame from a slave, not a master
-        if p.kind == _frame.SHORT:
-            if c == SND_NKE:
-                return self._snd_nke(p.a)
-            if func == _FUNC_REQ_UD2:
-                return self._req_ud2(c)
-            if func == _FUNC_REQ_UD1:
-                return self._req_ud1(c)
-            return 0
-        if func == _FUNC_SND_UD and not c & 0x80:
-            self._repeat(c, _FUNC_SND_UD)
-            return self._snd_ud(p)
-        return 0
 
     def _ack(self):
         # E5 has a buffer of its own: the last RSP_UD in tx must survive for a repeat.

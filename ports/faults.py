@@ -497,15 +497,14 @@ class Faults:
             self.shaping = False
         if not self.faults or n <= 0:
             return buf, n, delay_ms
-        bus = line.bus
-        core = getattr(bus, "shared", bus)   # a TCP client's view of the shared bus
+        core = line.bus
         if core is not self._bus:
             self.attach(core)
         s = core.responder
         if s is None:
             return buf, n, delay_ms
         a = s.meter.address
-        p = bus.parser
+        p = line.parser   # the line's own (each TCP client has one)
         req_ud2 = p.kind == 1 and p.c & 0x4F == 0x4B
         if req_ud2:
             self._slave_quirks(s, a, p.c, buf, n)

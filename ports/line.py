@@ -85,11 +85,15 @@ class LineServer:
     trace: callable(direction, data) called with "RECV"/"SEND" and each frame's bytes.
     faults: optional object with .apply(line, reply, n, delay_ms) -> (data, n, delay_ms)
              (fault injection; see ports/faults.py).
+    parser: this line's FrameParser (default: the bus's own). A TCP gateway's clients
+             each have one, feeding the same meters (Bus.feed_line).
     """
 
     def __init__(self, bus, port, baud=2400, reply_delay_ms=None, idle_ms=None,
-                 baud_fallback_ms=60000, trace=None, faults=None, rx_size=256):
+                 baud_fallback_ms=60000, trace=None, faults=None, rx_size=256,
+                 parser=None):
         self.bus = bus
+        self.parser = bus.parser if parser is None else parser
         self.port = port
         self.trace = trace
         self.faults = faults
@@ -165,7 +169,7 @@ class LineServer:
         """Milliseconds until the next deadline (a half frame's idle gap, the baud
         fallback, on_tick), rounded up; None when there is none. Small ints only."""
         t = -1
-        if self.bus.parser.busy:
+        if self.parser.busy:
             t = (self.idle_us - ticks_diff(ticks_us(), self._rx_us) + 999) // 1000
             if t < 0:
                 t = 0
@@ -194,12 +198,12 @@ class LineServer:
             self._rx_us = ticks_us()
             self._active_us = self._rx_us
             self.receive(self.rx, n)
-        elif self.bus.parser.busy and ticks_diff(ticks_us(), self._rx_us) >= self.idle_us:
-            self.bus.idle()
+        elif self.parser.busy and ticks_diff(ticks_us(), self._rx_us) >= self.idle_us:
+            self.parser.idle()
         if self._fallback_baud or self.on_tick is not None:
             now = ticks_ms()
             if self._fallback_baud and ticks_diff(now, self._fallback_at) >= 0:
-                if self.bus.parser.frames == self._frames_at_switch:
+                if self.parser.frames == self._frames_at_switch:
                     self.switch_baud(self._fallback_baud, fallback=False)
                 self._fallback_baud = 0
             if self.on_tick is not None and ticks_diff(now, self._tick_at) >= 0:
@@ -217,23 +221,23 @@ class LineServer:
     def receive(self, data, n):
         """Feed n received bytes; answer every complete frame."""
         bus = self.bus
-        parser = bus.parser
+        parser = self.parser
         if self.faults is not None and self.faults.echoes:
             self.faults.heard(self, data, n)   # an echoing level converter
         pos = 0
         while pos < n or parser.pending:   # pending: frames behind a broken one
-            pos = bus.feed(data, pos, n)
-            if bus.parser.kind:
-                self.requests = (self.requests + 1) & 0x3FFFFFFF   # small ints on 32-bit boards
-                if self.trace is not None:
-                    p = bus.parser
-                    size = 5 if p.kind == 1 else p.buf[1] + 6
-                    self.trace("RECV", bytes(p.buf[:size]))
+            pos = bus.feed_line(parser, data, pos, n)
+            if not parser.kind:
+                continue   # noise, a broken frame or part of one: nothing to answer
+            self.requests = (self.requests + 1) & 0x3FFFFFFF   # small ints on 32-bit boards
+            if self.trace is not None:
+                size = 5 if parser.kind == 1 else parser.buf[1] + 6
+                self.trace("RECV", bytes(parser.buf[:size]))
             if bus.reply_len:
                 self._reply(bus.reply, bus.reply_len)
             if bus.new_baud:
                 self.switch_baud(bus.new_baud)
-            if self.after_reply is not None and bus.parser.kind:
+            if self.after_reply is not None:
                 self.after_reply()
 
     def _reply(self, buf, n):
@@ -294,6 +298,6 @@ class LineServer:
         if fallback and self.baud_fallback_ms:
             self._fallback_baud = old
             self._fallback_at = ticks_add(ticks_ms(), self.baud_fallback_ms)
-            self._frames_at_switch = self.bus.parser.frames
+            self._frames_at_switch = self.parser.frames
         if self.on_baud is not None:
             self.on_baud(rate)

@@ -1,4 +1,4 @@
-# M-Bus over TCP: many clients at once, one thread (selectors), one shared bus of meters.
+# M-Bus over TCP: many clients at once, one thread (a poller), one shared bus of meters.
 #
 # What a real M-Bus/TCP gateway (a level converter behind a serial device server) does:
 # every TCP connection is a byte pipe onto the SAME physical bus. So here
@@ -11,17 +11,18 @@
 #     two masters on one bus would. A gateway answers each request on the connection it
 #     came from, which is what we do.
 # Each client is served by the shared run loop (ports/line.py: LineServer) with a port
-# that reads from its socket; the reply delay defaults to 0 over TCP. Nothing polls: the
-# selector waits until a socket is ready or the next deadline (a client's half frame or
-# idle timeout, on_tick), and stop() wakes it up (a socket pair).
+# that reads from its socket and a frame parser of its own; the reply delay defaults to
+# 0 over TCP. Nothing polls: the poller (ports/poller.py) waits until a socket is ready or
+# the next deadline (a client's half frame or idle timeout, on_tick), and stop() wakes it
+# up (a socket pair).
 import logging
-import selectors
 import socket
 import struct
 import time
 
 from mbus_core.frame import FrameParser
 from mbus_ports.line import LineServer
+from mbus_ports.poller import Poller, READ_ANY, WRITE
 
 log = logging.getLogger("mbus-slave")
 
@@ -31,7 +32,8 @@ MAX_PENDING = 65536   # reply bytes a client may leave unread before we drop it
 TCP_IDLE_MS = 500
 TICK_EVERY_S = 5.0     # on_tick's period when it does not say when it wants to run again
 TICK_MAX_S = 60.0      # ... and the longest it may ask for
-_WAKE = "wake"         # the selector key data of the wake-up socket
+_WAKE = "wake"         # the poller's data of the wake-up socket
+_GONE = "gone"
 
 
 def parse_tcp_device(spec):
@@ -58,28 +60,6 @@ def parse_tcp_device(spec):
     return host, int(port)
 
 
-class ClientBus:
-    """One client's view of the shared Bus: its own FrameParser, the shared meters."""
-
-    def __init__(self, bus):
-        self.shared = bus
-        self.parser = FrameParser()
-        self.reply = bus.reply
-        self.reply_len = 0
-        self.new_baud = 0
-
-    def feed(self, data, start=0, end=-1):
-        bus = self.shared
-        pos = bus.feed_line(self.parser, data, start, end)
-        self.reply = bus.reply
-        self.reply_len = bus.reply_len
-        self.new_baud = bus.new_baud
-        return pos
-
-    def idle(self):
-        self.parser.idle()
-
-
 class SocketPort:
     """The LineServer port contract over one non-blocking client socket."""
 
@@ -87,8 +67,6 @@ class SocketPort:
         self.sock = sock
         self.eof = False
         self.out = bytearray()
-        self.last_rx = time.monotonic()
-        self.received = 0
 
     def readinto(self, buf):
         if self.eof:
@@ -103,8 +81,6 @@ class SocketPort:
         if n == 0:
             self.eof = True
             return 0
-        self.last_rx = time.monotonic()
-        self.received += n
         return n
 
     def write(self, data):
@@ -159,7 +135,7 @@ class _Client:
         self.last_frame = time.monotonic()
 
     def idle_for(self, now):
-        frames = self.line.bus.parser.frames
+        frames = self.line.parser.frames
         if frames != self.frames:
             self.frames = frames
             self.last_frame = now
@@ -222,12 +198,12 @@ class TcpServer:
         sock.setblocking(False)
         self.sock = sock
         self.address = sock.getsockname()[:2]
-        self.sel = selectors.DefaultSelector()
-        self.sel.register(sock, selectors.EVENT_READ, None)
+        self.poller = Poller()
+        self.poller.register(sock, None)
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
-        self.sel.register(self._wake_r, selectors.EVENT_READ, _WAKE)
+        self.poller.register(self._wake_r, _WAKE)
 
     @property
     def host(self):
@@ -258,7 +234,7 @@ class TcpServer:
             pass
 
     def wake(self):
-        """End a select() under way (from another thread): poll runs between_frames."""
+        """End a wait under way (from another thread): poll runs between_frames."""
         try:
             self._wake_w.send(b"\0")
         except OSError:   # full (a wake-up is pending anyway) or closed
@@ -274,11 +250,15 @@ class TcpServer:
             if timeout is None or wait < timeout:
                 timeout = wait if wait > 0 else 0
         try:
-            events = self.sel.select(timeout)
+            events = self.poller.wait(timeout)
         except InterruptedError:
-            events = []
-        for key, mask in events:
-            c = key.data
+            events = ()
+        now = time.monotonic()   # when these events came: one clock read for all of them
+        data = self.poller.data
+        for fd, mask in events:
+            c = data.get(fd, _GONE)
+            if c is _GONE:
+                continue   # a client closed earlier in this round
             if c is None:
                 self._accept()
                 continue
@@ -288,21 +268,19 @@ class TcpServer:
                 except OSError:
                     pass
                 continue
-            if c.sock.fileno() < 0:
-                continue
-            if mask & selectors.EVENT_WRITE:
+            if mask & WRITE:
                 c.port.send_pending()
-            if mask & selectors.EVENT_READ:
+            if mask & READ_ANY:
                 line = c.line
                 line.step(False)
-                frames = line.bus.parser.frames
+                frames = line.parser.frames
                 if frames != c.frames:     # a valid frame: the idle timeout starts again
                     c.frames = frames
-                    c.last_frame = c.port.last_rx
-                if line.bus.parser.busy:   # a half frame: its idle gap is a deadline
-                    self._deadline(time.monotonic() + line.idle_ms / 1000)
+                    c.last_frame = now
+                if line.parser.busy:   # a half frame: its idle gap is a deadline
+                    self._deadline(now + line.idle_ms / 1000)
             self._after_io(c)
-        if self._due is not None and time.monotonic() >= self._due:
+        if self._due is not None and now >= self._due:
             self._housekeeping()
         if self.between_frames is not None:
             self.between_frames()
@@ -322,8 +300,7 @@ class TcpServer:
         want = bool(port.out)
         if want != c.want_write:
             c.want_write = want
-            ev = selectors.EVENT_READ | (selectors.EVENT_WRITE if want else 0)
-            self.sel.modify(c.sock, ev, c)
+            self.poller.modify(c.sock, c, want)
 
     def _housekeeping(self):
         # Half frames and idle clients are a matter of 0.5 s and more: done when the
@@ -333,12 +310,12 @@ class TcpServer:
         self._due = None
         for c in list(self.clients.values()):
             line = c.line
-            if line.bus.parser.busy:
+            if line.parser.busy:
                 line.step(False)     # reads nothing new; drops a half frame after the gap
                 self._after_io(c)
                 if c.sock.fileno() < 0:
                     continue
-                if line.bus.parser.busy:
+                if line.parser.busy:
                     t = line.timeout_ms()
                     self._deadline(now + (t if t is not None else line.idle_ms) / 1000)
             if self.idle_timeout:
@@ -399,16 +376,18 @@ class TcpServer:
 
             def trace(direction, data, peer=peer):
                 outer(direction, data, peer)
-        line = LineServer(ClientBus(self.bus), port, baud=self.baud,
+        # the client's own parser: a half frame from one never mixes with another's bytes
+        line = LineServer(self.bus, port, baud=self.baud,
                           reply_delay_ms=self.reply_delay_ms, idle_ms=TCP_IDLE_MS,
-                          baud_fallback_ms=0, trace=trace, faults=self.faults)
+                          baud_fallback_ms=0, trace=trace, faults=self.faults,
+                          parser=FrameParser())
         line.after_reply = self._after_reply
         line.running = self.running   # accepted while stopping: no reply delay either
         line.on_baud = lambda rate, peer=peer: log.info(
             "client %s: baud rate switched to %d (no effect on TCP)", peer, rate)
         c = _Client(sock, peer, line, port)
         self.clients[sock.fileno()] = c
-        self.sel.register(sock, selectors.EVENT_READ, c)
+        self.poller.register(sock, c)
         if self.idle_timeout:
             self._deadline(c.last_frame + self.idle_timeout + 0.001)
         self.accepted += 1
@@ -421,12 +400,9 @@ class TcpServer:
     def _close(self, c, why):
         fd = c.sock.fileno()
         if fd >= 0:
-            try:
-                self.sel.unregister(c.sock)
-            except (KeyError, ValueError):
-                pass
+            self.poller.unregister(c.sock)
             self.clients.pop(fd, None)
-        half = " (a half frame dropped)" if c.line.bus.parser.busy else ""
+        half = " (a half frame dropped)" if c.line.parser.busy else ""
         c.port.close()
         log.info("client %s %s after %d requests%s", c.peer, why, c.line.requests, half)
 
@@ -434,11 +410,8 @@ class TcpServer:
         for c in list(self.clients.values()):
             self._close(c, "closed at shutdown")
         for sock in (self.sock, self._wake_r):
-            try:
-                self.sel.unregister(sock)
-            except (KeyError, ValueError):
-                pass
+            self.poller.unregister(sock)
         self.sock.close()
         self._wake_r.close()
         self._wake_w.close()
-        self.sel.close()
+        self.poller.close()

@@ -49,8 +49,9 @@ def valid_frame(data):
 
 
 class FakeLine:
-    def __init__(self, bus, baud=2400):
+    def __init__(self, bus, baud=2400, parser=None):
         self.bus = bus
+        self.parser = bus.parser if parser is None else parser
         self.baud = baud
 
 
@@ -380,15 +381,16 @@ def test_same_faults_on_micropython(tmp_path):
     assert out.stdout.splitlines() == want
 
 
-def test_tcp_client_bus_view():
-    # over TCP each client feeds the shared bus through its own parser (ClientBus)
-    from mbus_ports.tcp_server import ClientBus
+def test_tcp_client_has_its_own_parser():
+    # over TCP each client feeds the shared bus through its own parser (LineServer.parser)
+    from mbus_core.frame import FrameParser
     bus = make_bus()
-    view = ClientBus(bus)
+    line = FakeLine(bus, parser=FrameParser())
     logs = []
     faults = Faults(["wrong-address@3"], log=logs.append)
-    view.feed(REQ_A)
-    data, n, _ = faults.apply(FakeLine(view), view.reply, view.reply_len, 0)
+    bus.feed_line(line.parser, REQ_A)
+    assert not bus.parser.frames   # the bus's own parser never saw it
+    data, n, _ = faults.apply(line, bus.reply, bus.reply_len, 0)
     assert valid_frame(bytes(data[:n]))[1].a != 3 and len(logs) == 1
 
 

@@ -210,12 +210,12 @@ def test_tcp_server_blocks_and_stop_wakes_it():
     from mbus_ports.tcp_server import TcpServer
     server = TcpServer(Bus([demo_meter()]), "127.0.0.1", 0)
     timeouts = []
-    select_ = server.sel.select
+    wait = server.poller.wait
 
     def counting(timeout=None):
         timeouts.append(timeout)
-        return select_(timeout)
-    server.sel.select = counting
+        return wait(timeout)
+    server.poller.wait = counting
     t = threading.Thread(target=server.serve_forever, daemon=True)
     t.start()
     try:

@@ -168,3 +168,22 @@ def test_write_long_rejects_oversized_data():
     except ValueError:
         return
     assert False, "no error"
+
+
+def test_whole_short_frame_leaves_the_parser_as_bytes_do():
+    # a chunk that starts with a whole short frame takes a shortcut; what it leaves must
+    # be what five single bytes leave
+    def state(p):
+        return (p.kind, p.c, p.a, p.ci, p.data_start, p.data_end, p.frames, p.errors,
+                p.busy, p.pending, bytes(p.buf[:5]))
+    for data in (h("10 7B FE 79 16"), h("10 5B 03 5E 16 10 7B 03 7E 16"),
+                 h("10 5B 03 00 16 10 7B 03 7E 16"), h("10 5B 03 5E 15 68")):
+        whole, single = frame.FrameParser(), frame.FrameParser()
+        pos = whole.feed(data, 0, len(data))
+        single.feed(data, 0, 1)
+        k = 1
+        while not single.kind and k < len(data):
+            single.feed(data, k, k + 1)
+            k += 1
+        assert state(whole) == state(single), data.hex()
+        assert pos == (k if single.kind else len(data))

@@ -9,7 +9,7 @@ except ImportError:  # CPython
 
 from mbus_core import frame as _frame
 from mbus_core.fields import DATA_LEN, lvar_length
-from mbus_core.meter import CI_ERROR, bcd_bytes_value, key_end, manufacturer_text
+from mbus_core.meter import CI_ERROR, bcd_bytes_value, key_end
 
 # C field (master to slave)
 SND_NKE = const(0x40)
@@ -42,15 +42,14 @@ ERR_BUSY = const(0x08)
 
 BAUD_RATES = (300, 600, 1200, 2400, 4800, 9600, 19200, 38400)
 
-# SND_UD commands acted on (Slave.last_command)
-_CMD_RESET = const(1)
-_CMD_GLOBAL = const(2)
-_CMD_SELECTION = const(3)
-_CMD_ADDRESS = const(4)
-_CMD_ID = const(5)
-_CMD_IDENTITY = const(6)
-_CMD_BAUD = const(7)
-_CMD_TEXT = (None, "application reset", "global readout", "selective readout")
+# SND_UD commands acted on (Slave.command; a host makes log text of them)
+CMD_RESET = const(1)
+CMD_GLOBAL = const(2)
+CMD_SELECTION = const(3)
+CMD_ADDRESS = const(4)      # command_arg: the old address
+CMD_ID = const(5)
+CMD_IDENTITY = const(6)
+CMD_BAUD = const(7)         # command_arg: the new rate
 
 
 COUNT_MASK = const(0x3FFFFFFF)   # counters wrap here: small ints on every build
@@ -90,8 +89,8 @@ class Slave:
         self.on_change = None       # callable(slave, what) for settings to persist
         self.new_baud = 0           # set after acknowledging a baud switch
         self._error = -1            # application error to report on the next REQ_UD2
-        self._cmd = 0               # the last SND_UD acted on (_CMD_*), for last_command
-        self._cmd_arg = 0           # and its number (old address, baud rate)
+        self.command = 0            # the last SND_UD acted on (CMD_*; 0: none yet)
+        self.command_arg = 0        # and its number (old address, baud rate)
         # live control (ports/control_ops.py): an unplugged meter is silent to every frame
         self.present = True
         # frames handled, replies given, repeats answered, CI 70 errors sent (they wrap
@@ -106,26 +105,9 @@ class Slave:
     def address(self):
         return self.meter.address
 
-    @property
-    def last_command(self):
-        """A short text of the last SND_UD acted on, for logs (made when asked: the core
-        formats nothing while serving)."""
-        cmd = self._cmd
-        m = self.meter
-        if cmd == _CMD_ADDRESS:
-            return "primary address %d -> %d" % (self._cmd_arg, m.address)
-        if cmd == _CMD_IDENTITY:
-            return "identity %08d %s %d %d" % (m.id, manufacturer_text(m.manufacturer),
-                                               m.version, m.medium)
-        if cmd == _CMD_ID:
-            return "id %08d" % m.id
-        if cmd == _CMD_BAUD:
-            return "baud rate %d" % self._cmd_arg
-        return _CMD_TEXT[cmd] if cmd else None
-
     def _did(self, cmd, arg=0):
-        self._cmd = cmd
-        self._cmd_arg = arg
+        self.command = cmd
+        self.command_arg = arg
 
     # -- link state --------------------------------------------------------------------
     # EN 13757-2: the FCB counts on every frame with FCV set. A REQ_UD1/REQ_UD2 with the
@@ -320,7 +302,7 @@ class Slave:
             selected = self.meter.selection is not None
             self.meter.selection = None
             self.invalidate(records=selected)
-            self._did(_CMD_RESET)
+            self._did(CMD_RESET)
             self._notify("reset")
             return self._ack()
         if CI_BAUD_FIRST <= ci <= CI_BAUD_FIRST + 7:
@@ -328,7 +310,7 @@ class Slave:
                 self._error = ERR_UNSPECIFIED
             else:
                 self.new_baud = BAUD_RATES[ci - CI_BAUD_FIRST]
-                self._did(_CMD_BAUD, self.new_baud)
+                self._did(CMD_BAUD, self.new_baud)
                 self._notify("baud")
             return self._ack()
         if ci == CI_DATA_SEND:
@@ -354,7 +336,7 @@ class Slave:
                 selected = meter.selection is not None
                 meter.selection = None
                 self.invalidate(records=selected)
-                self._did(_CMD_GLOBAL)
+                self._did(CMD_GLOBAL)
                 i += 1
                 continue
             if dif & 0x0F == 0x0F:  # manufacturer specific data: not ours to parse
@@ -388,7 +370,7 @@ class Slave:
         if selection is not None:
             meter.selection = selection
             self.invalidate()
-            self._did(_CMD_SELECTION)
+            self._did(CMD_SELECTION)
             self._notify("selection")
 
     def _write_record(self, d, i, data_at, size):
@@ -421,7 +403,7 @@ class Slave:
         old = self.meter.address
         self.meter.address = address
         self.invalidate(records=False)
-        self._did(_CMD_ADDRESS, old)
+        self._did(CMD_ADDRESS, old)
         self._notify("address")
 
     def _set_identity(self, d, at, full):
@@ -437,9 +419,9 @@ class Slave:
             meter.manufacturer = d[at + 4] | (d[at + 5] << 8)
             meter.version = d[at + 6]
             meter.medium = d[at + 7]
-            self._did(_CMD_IDENTITY)
+            self._did(CMD_IDENTITY)
         else:
-            self._did(_CMD_ID)
+            self._did(CMD_ID)
         self._notify("id")
 
     def _notify(self, what):

@@ -9,6 +9,7 @@ from mbus_core.codec.vif import medium_name
 from mbus_core.meter import Meter, manufacturer_text
 from mbus_core.codec.model import meters_from_config, demo_records
 from mbus_core.live_record import wrap_notes
+from mbus_core import slave as _slave
 from mbus_ports import state as _state
 
 log = logging.getLogger("mbus-slave")
@@ -19,6 +20,27 @@ DEMO_RECORDS = (bytes.fromhex("02FD49D204"), bytes.fromhex("0216C801"))
 
 RANDOM_MEDIA = (0x07, 0x04, 0x02, 0x03, 0x06)   # water, heat, electricity, gas, warm water
 RANDOM_MANUFACTURERS = ("TST", "ABB", "KAM", "SEN", "ZRI", "LUG", "EMH")
+
+
+_COMMANDS = {_slave.CMD_RESET: "application reset", _slave.CMD_GLOBAL: "global readout",
+             _slave.CMD_SELECTION: "selective readout"}
+
+
+def command_text(slave):
+    """The last SND_UD a slave acted on, as a log line's text (None: none yet). The core
+    only keeps its code: it formats nothing while serving."""
+    cmd = slave.command
+    m = slave.meter
+    if cmd == _slave.CMD_ADDRESS:
+        return "primary address %d -> %d" % (slave.command_arg, m.address)
+    if cmd == _slave.CMD_IDENTITY:
+        return "identity %08d %s %d %d" % (m.id, manufacturer_text(m.manufacturer),
+                                           m.version, m.medium)
+    if cmd == _slave.CMD_ID:
+        return "id %08d" % m.id
+    if cmd == _slave.CMD_BAUD:
+        return "baud rate %d" % slave.command_arg
+    return _COMMANDS.get(cmd)
 
 
 def demo_meter(address=3, ident=12345678, manufacturer="TST", medium=0, version=1):
@@ -113,8 +135,9 @@ class StateKeeper:
             log.error("cannot save the state to %s: %s", self.path, e)
 
     def on_change(self, slave, what):
-        if slave.last_command:
-            log.info("meter %08d: %s", slave.meter.id, slave.last_command)
+        text = command_text(slave)
+        if text:
+            log.info("meter %08d: %s", slave.meter.id, text)
         if what in self.SAVED_ON:
             self.dirty = True
 

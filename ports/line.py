@@ -17,29 +17,8 @@
 try:
     from time import ticks_ms, ticks_us, ticks_diff, ticks_add, sleep_ms, sleep_us
 except ImportError:  # CPython
-    import time as _time
-
-    _ns = _time.monotonic_ns
-
-    def ticks_ms():
-        return _ns() // 1000000
-
-    def ticks_us():
-        return _ns() // 1000
-
-    def ticks_diff(a, b):
-        return a - b
-
-    def ticks_add(a, b):
-        return a + b
-
-    def sleep_ms(ms):
-        if ms > 0:
-            _time.sleep(ms / 1000)
-
-    def sleep_us(us):
-        if us > 0:
-            _time.sleep(us / 1000000)
+    from mbus_ports.ticks import ticks_ms, ticks_us, ticks_diff, ticks_add, sleep_ms, \
+        sleep_us
 
 # EN 13757-2: a slave replies no earlier than 11 bit times and no later than
 # 330 bit times + 50 ms after the end of the request.

@@ -283,3 +283,20 @@ def test_replay_of_own_trace_output(tmp_path):
     finally:
         s.stop()
     assert raw2 == raw
+
+
+def test_command_text_names_what_a_master_changed():
+    # the core keeps a code (Slave.command); the host makes the log line of it
+    from mbus_core.bus import Bus
+    from mbus_ports.host import command_text, demo_meter
+    bus = Bus([demo_meter(address=3)])
+    s = bus.slaves[0]
+    assert command_text(s) is None
+    said = []
+    for frame in ("68 03 03 68 53 03 50 A6 16",             # application reset
+                  "68 06 06 68 53 03 51 01 7A 07 29 16",    # address 3 -> 7
+                  "68 03 03 68 53 07 BD 17 16"):            # 9600 baud
+        bus.feed(bytes.fromhex(frame))
+        assert bus.reply_len == 1
+        said.append(command_text(s))
+    assert said == ["application reset", "primary address 3 -> 7", "baud rate 9600"]

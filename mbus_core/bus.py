@@ -144,11 +144,14 @@ class Bus:
         """Let slave s act on the frame; 1 when it answered (its reply goes onto the wire
         with those before: the AND of them)."""
         gate = self.gate
-        if gate is not None and not gate.admit(s, p):
+        if gate is None:
+            n = s.handle(p)
+        elif gate.admit(s, p):
+            n = s.handle(p)
+            if n:
+                n = gate.reply(s, p, n)   # may put another reply in s.reply
+        else:
             return 0
-        n = s.handle(p)
-        if n and gate is not None:
-            n = gate.reply(s, p, n)   # may put another reply in s.reply
         if s.new_baud:
             self.new_baud = s.new_baud
             s.new_baud = 0

@@ -202,7 +202,8 @@ class Meter:
         self._telegrams = [b""]  # the record bytes of each telegram (see _layout)
         self._sums = [0]         # their byte sums
         self.last_sum = 0        # byte sum of what write_telegram wrote last
-        self._dynamic = True    # rebuild the area on the next fresh readout
+        # the records are laid out again at the next fresh readout (Slave checks it)
+        self.stale = True
         self.errors = 0         # value callbacks that raised while encoding
         self._flagged = False   # we set the temporary-error status bit
 
@@ -259,11 +260,11 @@ class Meter:
     # -- telegram layout -------------------------------------------------------
     def invalidate(self):
         """Values, records or the selection changed: lay the telegrams out again."""
-        self._dynamic = True
+        self.stale = True
 
     def refresh(self):
         """Called by the slave at the start of a fresh readout."""
-        if self.replay is not None or not self._dynamic:
+        if self.replay is not None or not self.stale:
             return
         dynamic = False
         failed = False
@@ -291,7 +292,7 @@ class Meter:
             self.status &= ~STATUS_TEMPORARY_ERROR & 0xFF
         self._flagged = failed
         self._layout(parts)
-        self._dynamic = dynamic
+        self.stale = dynamic   # a dynamic record: its value may differ next time
 
     def _selected(self, enc):
         for sel in self.selection:

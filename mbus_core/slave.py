@@ -199,7 +199,7 @@ class Slave:
 
     def _write_rsp_ud(self, index):
         meter = self.meter
-        if index == 0:
+        if index == 0 and meter.stale:
             meter.refresh()
         count = meter.telegram_count()
         if index >= count:

@@ -1,10 +1,12 @@
 # The one /board.json loader of the MicroPython boards (pico, esp32, generic): each board
-# file has only its defaults and calls configure(globals(), DEFAULTS). The same keys work
-# on every board. A headless board must keep serving, so a broken file never stops it: it
-# logs one line and the board runs on its defaults.
+# file has its defaults and calls configure(globals(), DEFAULTS). The same keys work on
+# every board. A headless board must keep serving, so a broken file never stops it: it
+# logs one line and the board runs on its defaults. Needed only at start: the firmware
+# drops this module once the port and the watchdog are made (the board's make_port() and
+# wdt(), upy_firmware.board_hooks, import it again if called later).
 import json
 
-from mbus_ports.upy_firmware import log
+from mbus_ports.upy_firmware import board_hooks, log
 
 PATH = "/board.json"
 
@@ -105,7 +107,7 @@ def make_wdt(c):
 def _build(make, c, base, what):
     """make(c); when the port rejects the file's settings (a pin or UART it does not
     have, a watchdog time above its maximum): one line, then make(base)."""
-    if c is base:
+    if all(c[k] == base[k] for k in COMMON):
         return make(c)   # the board's own defaults: an error there is a bug, raise it
     try:
         return make(c)
@@ -114,12 +116,21 @@ def _build(make, c, base, what):
         return make(base)
 
 
+def _base(board):
+    base = dict(COMMON)
+    base.update(board["DEFAULTS"])
+    return base
+
+
 def configure(board, defaults, path=PATH):
     """Read `path` over COMMON and the board's `defaults`, and set in `board` (the board
     module's globals()) the names the firmware uses: config, BAUD, meter_path,
-    state_path, led, make_port(baud) and wdt()."""
-    base = dict(COMMON)
-    base.update(defaults)
+    state_path, led, make_port(baud) and wdt() (and DEFAULTS, CONFIG_PATH for port() and
+    watchdog()). Nothing set here refers to this module, so that dropping it frees its
+    code."""
+    board["DEFAULTS"] = defaults
+    board["CONFIG_PATH"] = path
+    base = _base(board)
     c = base
     data = read(path)
     if data:
@@ -130,7 +141,17 @@ def configure(board, defaults, path=PATH):
     board["meter_path"] = c["meter"]
     board["state_path"] = c["state"]
     board["led"] = _build(make_led, c, base, path + ": led")
-    board["make_port"] = lambda baud: _build(lambda s: make_port(s, baud), c, base,
-                                             path + ": uart")
-    board["wdt"] = lambda: _build(make_wdt, c, base, path + ": wdt_ms")
+    board["make_port"], board["wdt"] = board_hooks(board)
     return c
+
+
+def port(board, baud):
+    """The board's make_port(baud): the UART port from its config (board: the board
+    module's globals(), after configure)."""
+    return _build(lambda s: make_port(s, baud), board["config"], _base(board),
+                  board["CONFIG_PATH"] + ": uart")
+
+
+def watchdog(board):
+    """The board's wdt(): the watchdog from its config, or None (wdt_ms 0)."""
+    return _build(make_wdt, board["config"], _base(board), board["CONFIG_PATH"] + ": wdt_ms")

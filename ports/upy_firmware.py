@@ -3,17 +3,21 @@
 #
 # run(board): builds the meter(s) from the compiled meter file on the board's filesystem
 # (/meter.mbus.json, which mbus-deploy makes on the host: no codec on the board; a
-# hand-written /meter.json and the demo meter: see mbus_ports.upy_start, which is dropped
-# again before serving), applies the settings a master changed earlier
-# (mbus_ports.state), serves the line with the shared LineServer, persists new settings
-# after the reply went out (atomically: temp file, rename), feeds the watchdog, and keeps
-# serving through any exception (logged, short pause, go on).
+# hand-written /meter.json and the demo meter), applies the settings a master changed
+# earlier (mbus_ports.state), serves the line with the shared LineServer, persists new
+# settings after the reply went out (atomically: temp file, rename), feeds the watchdog,
+# and keeps serving through any exception (logged, short pause, go on). What only the start
+# needs is in mbus_ports.upy_start, dropped again before serving (with the boards'
+# /board.json loader), so that its code does not stay on the heap.
 #
 # A board module provides: NAME, BAUD, meter_path, state_path, make_port(baud) -> port,
-# wdt() -> object with feed() or None, led (a Pin or None), config (dict, optional):
+# wdt() -> object with feed() or None (both called once, at start), led (a Pin or None),
+# config (dict, optional):
 #   "address"/"id": override the first meter's; "hook": module with setup(meters, board)
 #   that attaches value callbacks (default "sensors", optional); "reply_delay_ms";
 #   "mem_report": 1 prints the memory report after start (and "mem_every" N requests).
+# A function the board module keeps must not come from a module the firmware drops (it
+# would keep that module's code alive): see board_hooks().
 import gc
 
 try:
@@ -21,11 +25,8 @@ try:
 except ImportError:  # CPython
     from mbus_ports.line import ticks_ms, ticks_diff, ticks_add, sleep_ms
 
-from mbus_core.bus import Bus
-from mbus_ports.line import LineServer
 from mbus_core.live_record import wrap_notes
 
-BAUD_RATES = (300, 600, 1200, 2400, 4800, 9600, 19200, 38400)
 # the serving loop collects once this many bytes were allocated since the last collection,
 # so the heap in use never goes far past what the firmware keeps (see mem_report)
 GC_SLACK = 8192
@@ -41,6 +42,20 @@ MEM = {"start": 0, "free": 0, "peak": 0, "requests": 0, "errors": 0, "line": Non
 
 def log(msg):
     print("mbus: " + msg)
+
+
+def board_hooks(board):
+    """make_port(baud) and wdt() for a board module that boards/board_config.py configured
+    (board: its globals()). They import the loader when called: defined there, they would
+    keep its code on the heap after the firmware dropped it."""
+    def make_port(baud):
+        from mbus_boards.board_config import port
+        return port(board, baud)
+
+    def wdt():
+        from mbus_boards.board_config import watchdog
+        return watchdog(board)
+    return make_port, wdt
 
 
 def _err(e):
@@ -81,11 +96,6 @@ def drop_modules(names):
 STATE = ("mbus_ports.state",)   # loaded to read and to save the state file only
 
 
-def _cfg(board):
-    c = getattr(board, "config", None)
-    return c if isinstance(c, dict) else {}
-
-
 def mem_report():
     line = MEM.get("line")
     if line is not None:  # the loop may have been stopped before it counted the last one
@@ -106,48 +116,12 @@ class Firmware:
     """Everything run() builds, kept together so a test or the REPL can look inside."""
 
     def __init__(self, board):
-        self.board = board
-        cfg = _cfg(board)
-        self.clock = Clock()
-        from mbus_ports import upy_start as start
-        meters = start.load_meters(board.meter_path, self.clock)
-        if "address" in cfg:
-            meters[0].address = cfg["address"]
-        if "id" in cfg:
-            meters[0].id = cfg["id"]
-        start.run_hook(cfg.get("hook", "sensors"), meters, board)
-        self.meters = meters
-        self.configured = [m.id for m in meters]
-        self.state_path = board.state_path
-        from mbus_ports import state
-        st = state.load_state(self.state_path, log)
-        state.apply_state(st, meters, log)
-        baud = state.state_baud(st, BAUD_RATES) or getattr(board, "BAUD", 2400)
-        self.saved = st
-        self.dirty = False
-        self.dirty_at = 0
-        # counters' readings: saved every readings_min minutes (flash wear: default one
-        # hour), each time at their value two periods ahead so that after a power cut the
-        # meter resumes at or beyond anything a master has read
-        self.readings_s = cfg.get("readings_min", 60) * 60
-        self.readings_due = ticks_add(ticks_ms(), int(self.readings_s * 1000))
-        # mode 7: persist the message counter's bound before use; build the next
-        # telegram's ciphers after each reply (prepare_keys), not while answering
-        self.mode7 = [m for m in meters if m.security is not None and m.security.mode == 7]
-        for m in self.mode7:
-            m.security.reserve = self._reserve
-        self.bus = Bus(meters)
-        self.bus.on_change = self._changed
-        names = start.START_MODULES + start.config_modules() + STATE
-        start = state = None
+        # built by the start module (mbus_ports.upy_start), which is dropped again with
+        # the board's /board.json loader once the port and the watchdog are made
+        from mbus_ports import upy_start
+        names = upy_start.build(self, board)
+        upy_start = None
         drop_modules(names)
-        self.port = board.make_port(baud)
-        self.line = LineServer(self.bus, self.port, baud=baud,
-                               reply_delay_ms=cfg.get("reply_delay_ms"),
-                               baud_fallback_ms=cfg.get("baud_fallback_ms", 60000))
-        self.line.on_baud = self._baud
-        self.line.on_tick = self.housekeeping
-        self.led = getattr(board, "led", None)
 
     def _changed(self, slave, what):
         # called from inside bus.feed, before the reply goes out: only take note here
@@ -223,28 +197,16 @@ class Firmware:
         log("saved settings to %s" % self.state_path)
         return True
 
-    def describe(self):
-        out = []
-        for m in self.meters:
-            out.append("address %d id %08d" % (m.address, m.id))
-        return ", ".join(out)
-
 
 def run(board, steps=0, turn=None):
     """Serve forever (or `steps` loop turns, for tests). Returns on KeyboardInterrupt.
     turn: called with the Firmware after every loop turn, for test builds (one locks the
     heap after warm-up); the loop stops when it returns true."""
     gc.collect()
-    log("board %s, meter file %s, state file %s"
-        % (getattr(board, "NAME", "?"), board.meter_path, board.state_path))
-    fw = Firmware(board)
+    fw = Firmware(board)   # logs the board, the meters and "serving ..."; ends collected
     line = fw.line
-    cfg = _cfg(board)
-    every = cfg.get("mem_every", 0)
-    wdt = None
-    if hasattr(board, "wdt"):
-        wdt = board.wdt()
-    gc.collect()
+    every = fw.mem_every
+    wdt = fw.wdt
     MEM["start"] = gc.mem_alloc()
     MEM["free"] = gc.mem_free()
     MEM["peak"] = MEM["start"]
@@ -252,8 +214,7 @@ def run(board, steps=0, turn=None):
     fw.prepare_keys()
     if hasattr(gc, "threshold"):
         gc.threshold(GC_SLACK)
-    log("serving %d meter(s) (%s) at %d baud" % (len(fw.meters), fw.describe(), line.baud))
-    if cfg.get("mem_report"):
+    if fw.mem_report:
         mem_report()
     replies = 0
     turns = 0
@@ -297,7 +258,7 @@ def run(board, steps=0, turn=None):
         log("stopped")
     if fw.dirty:   # a change still waiting for a quiet line: saved now
         fw.persist()
-    if cfg.get("mem_report"):
+    if fw.mem_report:
         mem_report()
     try:
         fw.port.close()

@@ -1,7 +1,8 @@
-# The firmware's start (mbus_ports.upy_firmware): the meter files -> the meters, and the
-# board's hook. Needed only until the meters are built: the firmware drops this module,
-# mbus_core.compiled and (where a board has it) the codec again before it serves, so that
-# their code does not stay on the heap.
+# The firmware's start (mbus_ports.upy_firmware.Firmware): the meter files -> the meters,
+# the board's hook, the saved state, the bus, the port, the LED and the watchdog. Needed only
+# until then: the firmware drops this module, mbus_core.compiled, (where a board has it) the
+# codec and the board's /board.json loader again before it serves, so that their code does
+# not stay on the heap.
 #
 # Which meter files a board reads (/meter.json is the board's "meter" file, /board.json):
 #   /meter.mbus.json  the compiled meter (mbus-deploy and tools/upy-sim make it on the host
@@ -15,8 +16,16 @@
 #   neither           the demo meter
 import json
 
+from mbus_core.bus import Bus
 from mbus_core.compiled import CompiledError, Stamp, meters_from_compiled
-from mbus_ports.upy_firmware import log, _err, drop_modules
+from mbus_core.slave import BAUD_RATES
+from mbus_ports.line import LineServer
+from mbus_ports.upy_firmware import Clock, STATE, log, _err, drop_modules
+
+try:
+    from time import ticks_ms, ticks_add
+except ImportError:  # CPython
+    from mbus_ports.line import ticks_ms, ticks_add
 
 
 def _compiled_meters(doc, clock):
@@ -39,12 +48,14 @@ DEMO = {"mbus_compiled": 1, "meters": [{
                 "043D05000000"]}]}
 COMPILED = ".mbus.json"
 
-# Dropped once the meters are built (upy_firmware.drop_modules): this module, the
-# compiled-form loader and, where a board read a meter description, the meter file reader
-# and every codec module (the JSON model, the record codec and its VIF tables, the
-# compiler). The meters keep what they serve with (mbus_core.live_record, .generators,
-# .fields).
-START_MODULES = ("mbus_ports.upy_start", "mbus_core.compiled")
+# Dropped once the meters are built (upy_firmware.drop_modules): the compiled-form loader
+# and, where a board read a meter description, the meter file reader and every codec module
+# (the JSON model, the record codec and its VIF tables, the compiler). The meters keep what
+# they serve with (mbus_core.live_record, .generators, .fields).
+START_MODULES = ("mbus_core.compiled",)
+# dropped by the firmware once build() returned: this module, and the boards' /board.json
+# loader (a board file imports it again should its make_port or wdt be called later)
+LAST_MODULES = ("mbus_ports.upy_start", "mbus_boards.board_config")
 
 
 def config_modules():
@@ -158,3 +169,67 @@ def run_hook(name, meters, board):
             setup(meters, board)
         except Exception as e:
             log("hook %s.setup: %s" % (name, _err(e)))
+
+
+def _cfg(board):
+    c = getattr(board, "config", None)
+    return c if isinstance(c, dict) else {}
+
+
+def build(fw, board):
+    """Firmware(board): the meters, their saved state and the bus, then (the codec, the
+    compiled-form loader and the state file's module dropped) the line on the board's
+    port, the LED and the watchdog. Logs the board and the meters it serves. Returns the
+    names of the modules for the firmware to drop (LAST_MODULES)."""
+    cfg = _cfg(board)
+    log("board %s, meter file %s, state file %s"
+        % (getattr(board, "NAME", "?"), board.meter_path, board.state_path))
+    fw.clock = Clock()
+    meters = load_meters(board.meter_path, fw.clock)
+    if "address" in cfg:
+        meters[0].address = cfg["address"]
+    if "id" in cfg:
+        meters[0].id = cfg["id"]
+    run_hook(cfg.get("hook", "sensors"), meters, board)
+    fw.meters = meters
+    fw.configured = [m.id for m in meters]
+    fw.state_path = board.state_path
+    baud = _state(fw, meters, getattr(board, "BAUD", 2400))
+    # counters' readings: saved every readings_min minutes (flash wear: default one hour),
+    # each time at their value two periods ahead so that after a power cut the meter
+    # resumes at or beyond anything a master has read
+    fw.readings_s = cfg.get("readings_min", 60) * 60
+    fw.readings_due = ticks_add(ticks_ms(), int(fw.readings_s * 1000))
+    # mode 7: persist the message counter's bound before use; build the next telegram's
+    # ciphers after each reply (prepare_keys), not while answering
+    fw.mode7 = [m for m in meters if m.security is not None and m.security.mode == 7]
+    for m in fw.mode7:
+        m.security.reserve = fw._reserve
+    fw.bus = Bus(meters)
+    fw.bus.on_change = fw._changed
+    drop_modules(START_MODULES + config_modules() + STATE)
+    fw.port = board.make_port(baud)
+    fw.line = LineServer(fw.bus, fw.port, baud=baud,
+                         reply_delay_ms=cfg.get("reply_delay_ms"),
+                         baud_fallback_ms=cfg.get("baud_fallback_ms", 60000))
+    fw.line.on_baud = fw._baud
+    fw.line.on_tick = fw.housekeeping
+    fw.led = getattr(board, "led", None)
+    fw.wdt = board.wdt() if hasattr(board, "wdt") else None
+    fw.mem_every = cfg.get("mem_every", 0)
+    fw.mem_report = cfg.get("mem_report", 0)
+    log("serving %d meter(s) (%s) at %d baud"
+        % (len(meters), ", ".join("address %d id %08d" % (m.address, m.id) for m in meters),
+           baud))
+    return LAST_MODULES
+
+
+def _state(fw, meters, baud):
+    """The settings a master changed earlier, applied to the meters; the baud rate."""
+    from mbus_ports import state
+    st = state.load_state(fw.state_path, log)
+    state.apply_state(st, meters, log)
+    fw.saved = st
+    fw.dirty = False
+    fw.dirty_at = 0
+    return state.state_baud(st, BAUD_RATES) or baud

@@ -44,8 +44,8 @@ def test_quick_run_prints_every_figure_and_writes_the_block(tmp_path, capsys):
     assert tail == README.split("<!-- bench:end -->")[1]
     assert block.strip() and block in out
     # the numbers are numbers
-    assert re.search(r"\| `mbus-slave --device tcp:PORT` \(selectors, LineServer\) "
-                     r"\| [\d.]+ \| [\d.]+ \| \d+ \| [\d.]+x \|", block)
+    assert re.search(r"\| `mbus-slave --device tcp:PORT` \(poller, LineServer\) "
+                     r"\| [\d.]+ \| [\d.]+ \| \d+ \| [\d.]+ \| [\d.]+x \|", block)
 
 
 def test_readme_without_markers_is_an_error(tmp_path, capsys):

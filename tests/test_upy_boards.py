@@ -105,16 +105,30 @@ machine.UART.INPUT = [bytes.fromhex(h) for h in (
     "6803036853 05BD1516".replace(" ", ""),  # baud switch to 9600 (at address 5)
     "107B058016",                      # REQ_UD2 to 5 (FCB toggled), at the new rate
 )]
-fw.run(board, steps=12)
 import sys
+STARTED = []
+
+
+def turn(f):
+    # what stays loaded while serving: the modules, what the board package still holds
+    if not STARTED:
+        pkg = sys.modules["mbus_boards"]
+        STARTED.append(sorted(sys.modules))
+        STARTED.append("board_config" in pkg.__dict__)
+
+
+fw.run(board, steps=12, turn=turn)
+print("STARTED " + json.dumps(STARTED))
 print("MODULES " + json.dumps(sorted(sys.modules)))
 print("RESULT " + json.dumps(machine.LOG))
 '''
 
 
-def run_board(tmp_path, board, files=None, board_json=None, state="state.json"):
-    """Run the firmware with the board file `board` for 12 loop turns; board_json: the text
-    of /board.json (a dict is dumped). Returns (machine log, stdout, saved state)."""
+def run_board(tmp_path, board, files=None, board_json=None, state="state.json",
+              driver=DRIVER):
+    """Run the firmware with the board file `board` for 12 loop turns (or `driver`, which
+    prints RESULT ...); board_json: the text of /board.json (a dict is dumped). Returns
+    (machine log, stdout, saved state)."""
     mpy = os.path.join(os.path.dirname(sys.executable), "micropython")
     if not os.access(mpy, os.X_OK):
         mpy = shutil.which("micropython")
@@ -133,7 +147,7 @@ def run_board(tmp_path, board, files=None, board_json=None, state="state.json"):
             compiled = deploy.compile_meter(str(tmp_path / name))  # host, as mbus-deploy
             (tmp_path / (name[:-5] + ".mbus.json")).write_text(compiled)
     paths = state == "state.json"  # else /board.json names the meter and state files
-    (tmp_path / "driver.py").write_text(DRIVER % {"board": board, "paths": paths})
+    (tmp_path / "driver.py").write_text(driver % {"board": board, "paths": paths})
     env = dict(os.environ, MICROPYPATH=":" + str(lib))
     out = subprocess.run([mpy, "driver.py"], cwd=str(tmp_path), env=env, capture_output=True,
                          text=True, timeout=120)
@@ -352,3 +366,64 @@ def test_the_loader_is_shipped_with_every_board():
         assert "mbus_boards/board_config.py" in dests
         assert dests.index("mbus_boards/board_config.py") < dests.index(
             "mbus_boards/%s.py" % board)
+
+
+# -- start-only code leaves the heap ---------------------------------------------------------
+
+def out_json(out, tag):
+    return json.loads([ln for ln in out.splitlines() if ln.startswith(tag + " ")][0]
+                      [len(tag) + 1:])
+
+
+@pytest.mark.parametrize("board", BOARDS)
+def test_the_loader_and_the_start_are_dropped_while_serving(tmp_path, board):
+    """While serving, the /board.json loader, the start module, the compiled-form loader
+    and the state file's module are not loaded: their code is off the heap."""
+    log, out, state = run_board(tmp_path, board, board_json={"tx_enable": 5})
+    modules, pkg_has_loader = out_json(out, "STARTED")
+    for name in ("mbus_boards.board_config", "mbus_ports.upy_start", "mbus_core.compiled",
+                 "mbus_ports.state"):
+        assert name not in modules, name
+    assert not pkg_has_loader   # the package's attribute would keep it alive
+    assert "mbus_boards.%s" % board in modules and "mbus_ports.upy_firmware" in modules
+    check_tx_enable(log, 5, 1)   # the settings of /board.json apply all the same
+    check_serving(log, state)
+
+
+AGAIN = DRIVER.replace("fw.run(board, steps=12, turn=turn)", '''fw.run(board, steps=12, turn=turn)
+machine.LOG[:] = []
+board.make_port(2400)   # a second start: the board file imports its loader again
+board.wdt()
+''')
+
+
+def test_the_board_builds_its_port_and_watchdog_again_after_the_drop(tmp_path):
+    log, out, state = run_board(tmp_path, "generic", driver=AGAIN,
+                                board_json={"uart": 3, "wdt_ms": 4000, "uart_": 1})
+    assert [e[:2] for e in log if e[0] in ("UART", "WDT")] == [["UART", 3], ["WDT", 4000]]
+    assert "mbus_boards.board_config" in out_json(out, "MODULES")
+    assert len(board_lines(out)) == 1   # the unknown key, said once: not read again
+
+
+@pytest.mark.parametrize("board", BOARDS)
+def test_nothing_in_the_board_module_keeps_the_loader(monkeypatch, board):
+    """The board module's functions (make_port, wdt) do not belong to the loader: a
+    function defined in boards/board_config.py would keep the loader's globals (its code
+    and tables) alive after the firmware dropped it. CPython, with a stand-in machine
+    module (only the LED is made at import)."""
+    import importlib
+    import types
+    machine = types.ModuleType("machine")
+    exec(FAKE_MACHINE, machine.__dict__)
+    monkeypatch.setitem(sys.modules, "machine", machine)
+    name = "mbus_boards." + board
+    monkeypatch.delitem(sys.modules, name, raising=False)
+    mod = importlib.import_module(name)
+    monkeypatch.delitem(sys.modules, name)
+    funcs = [v for v in vars(mod).values() if callable(v)]
+    assert {f.__name__ for f in funcs} == {"make_port", "wdt"}
+    loader = importlib.import_module("mbus_boards.board_config")
+    for f in funcs:
+        assert f.__globals__ is not vars(loader), f
+    assert "board_config" not in vars(mod) and "configure" not in vars(mod)
+

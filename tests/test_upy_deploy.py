@@ -27,7 +27,9 @@ def test_dry_run_lists_every_step(board):
     assert len(files) >= 10 + 5 + 1
     for src, dest in files:
         mpy = dest[:-3] + ".mpy"
-        assert "mpy-cross -o '<build>/lib/%s' " % mpy in text
+        # no line numbers; named as the board loads it (one interned name for both)
+        assert "mpy-cross -X no-source-lines -s /lib/%s -o '<build>/lib/%s' " % (mpy, mpy) \
+            in text
         assert os.path.join(ROOT, src) in text
         assert "cp '<build>/lib/%s' :lib/%s" % (mpy, mpy) in text
     assert "mbus_boards/%s.mpy" % board in text
@@ -38,6 +40,21 @@ def test_dry_run_lists_every_step(board):
     assert "#   import mbus_boards.%s as board\n" % board in text
     assert "#   import mbus_ports.upy_firmware as firmware; firmware.run(board)\n" in text
     assert not os.path.exists(os.path.join(ROOT, "<build>"))
+
+
+def test_source_lines_option_keeps_line_numbers():
+    """By default the modules are compiled without source line numbers (less heap on the
+    board); --source-lines keeps them, for tracebacks that name the line."""
+    out = run_deploy("--board", "pico", "--dry-run")
+    assert out.returncode == 0, out.stderr
+    cross = [ln for ln in out.stdout.splitlines() if "mpy-cross" in ln and "-o" in ln]
+    assert cross and all(" -X no-source-lines -s " in ln for ln in cross), cross
+    assert "without source line numbers: --source-lines keeps them" in out.stdout
+    out = run_deploy("--board", "pico", "--dry-run", "--source-lines")
+    assert out.returncode == 0, out.stderr
+    cross = [ln for ln in out.stdout.splitlines() if "mpy-cross" in ln and "-o" in ln]
+    assert cross and not [ln for ln in cross if "no-source-lines" in ln], cross
+    assert "(with source line numbers)" in out.stdout
 
 
 @pytest.mark.parametrize("board", deploy.BOARDS)
@@ -147,10 +164,23 @@ def test_mpy_cross_compiles_what_deploy_ships(tmp_path):
         for src, dest in deploy.shipped_files(board, codec=True):
             target = tmp_path / (dest[:-3] + ".mpy")
             target.parent.mkdir(parents=True, exist_ok=True)
-            out = subprocess.run([mpy_cross, "-o", str(target), os.path.join(ROOT, src)],
+            out = subprocess.run(deploy.mpy_cross_cmd(mpy_cross, str(target),
+                                                      os.path.join(ROOT, src),
+                                                      deploy.board_path(dest)),
                                  capture_output=True, text=True, timeout=120)
             assert out.returncode == 0, out.stderr
             assert target.read_bytes()[:1] == b"M"
+    # without line numbers the code is smaller; --source-lines keeps them
+    src = os.path.join(ROOT, "ports", "upy_firmware.py")
+    sizes = []
+    for lines in (False, True):
+        target = str(tmp_path / ("lines.mpy" if lines else "nolines.mpy"))
+        out = subprocess.run(deploy.mpy_cross_cmd(mpy_cross, target, src,
+                                                  "/lib/mbus_ports/upy_firmware.mpy", lines),
+                             capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        sizes.append(os.path.getsize(target))
+    assert sizes[0] < sizes[1], sizes
 
 
 def test_package_json_lists_every_shipped_file():

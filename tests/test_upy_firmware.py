@@ -276,3 +276,14 @@ def test_codec_on_the_board_reads_the_meter_file(tmp_path):
         out = sim.stop()
     assert re.search(r"mbus: compiled \S+/meter.json to \S+/meter.mbus.json", out), out
     assert "Traceback" not in out
+
+
+def test_compiled_without_source_lines_as_deployed():
+    """upy-sim --mpy compiles the modules as mbus-deploy does (mpy-cross -X
+    no-source-lines): the firmware serves the same telegrams from them."""
+    with Sim("--meter", WATER, "--mpy", "--mem-report") as sim:
+        t = decode(sim.request(2))
+        assert t.body.bodyHeader.interpreted["identification"] == "0x23, 0x45, 0x67, 0x89"
+        assert len(t.records) == 8
+        out = sim.stop()
+    assert "Traceback" not in out and "heap in use after start" in out, out

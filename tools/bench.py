@@ -236,7 +236,20 @@ class Server:
                 pass
 
 
-def round_trips(port, n, address=3, warm=100):
+WARM = 100   # round trips before the measured ones
+
+
+def cpu_ns(pid):
+    """The CPU time a process has had so far in ns (/proc/PID/schedstat: exact, where
+    /proc/PID/stat counts in ticks of 10 ms), or None where there is no such file."""
+    try:
+        with open("/proc/%d/schedstat" % pid) as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def round_trips(port, n, address=3, warm=WARM):
     """n REQ_UD2 with alternating FCB on one connection: (latencies in ns, seconds)."""
     reqs = (short(0x5B, address), short(0x7B, address))
     buf = bytearray(600)
@@ -304,11 +317,17 @@ def tcp_figures(n, rounds=3, layout=("unpinned", None, None)):
         per = max(1, n // rounds)
         lat = dict((s.name, []) for s in servers)
         secs = dict((s.name, 0.0) for s in servers)
+        cpu = dict((s.name, [0, 0]) for s in servers)   # server CPU ns, requests
         for _ in range(rounds):   # interleaved, so machine noise hits all alike
             for s in servers:
-                values, t = round_trips(s.port, per)
+                c0 = cpu_ns(s.proc.pid)
+                values, t = round_trips(s.port, per, warm=WARM)
+                c1 = cpu_ns(s.proc.pid)
                 lat[s.name] += values
                 secs[s.name] += t
+                if c0 is not None and c1 is not None:
+                    cpu[s.name][0] += c1 - c0
+                    cpu[s.name][1] += per + WARM
     finally:
         if old_affinity is not None:
             os.sched_setaffinity(0, old_affinity)
@@ -318,7 +337,8 @@ def tcp_figures(n, rounds=3, layout=("unpinned", None, None)):
     for key in lat:
         v = sorted(lat[key])
         out[key] = {"p50_us": percentile(v, 0.5) / 1000, "p99_us": percentile(v, 0.99) / 1000,
-                    "rps": len(v) / secs[key] if secs[key] else 0, "n": len(v)}
+                    "rps": len(v) / secs[key] if secs[key] else 0, "n": len(v),
+                    "cpu_us": cpu[key][0] / cpu[key][1] / 1000 if cpu[key][1] else None}
     floor = out["floor"]["p50_us"] or 1
     for key in lat:
         out[key]["ratio"] = out[key]["p50_us"] / floor
@@ -520,16 +540,16 @@ def report(res):
                "unpinned": "client and server where the scheduler puts them"}
     for tcp in res.get("tcp") or ():
         lines += ["| REQ_UD2 round trip, TCP loopback, one client, %s | p50 µs | p99 µs | "
-                  "requests/s | p50 / floor |" % layouts[tcp["layout"]],
-                  "|---|---:|---:|---:|---:|"]
+                  "requests/s | server CPU µs per request | p50 / floor |"
+                  % layouts[tcp["layout"]], "|---|---:|---:|---:|---:|---:|"]
         names = (("floor", "floor: canned reply, no parsing"),
                  ("core", "the core in a minimal blocking socket loop"),
-                 ("mbus-slave", "`mbus-slave --device tcp:PORT` (selectors, LineServer)"))
+                 ("mbus-slave", "`mbus-slave --device tcp:PORT` (poller, LineServer)"))
         for key, label in names:
             t = tcp[key]
-            lines.append("| %s | %s | %s | %.0f | %.2fx |" % (label, _us(t["p50_us"]),
-                                                             _us(t["p99_us"]), t["rps"],
-                                                             t["ratio"]))
+            lines.append("| %s | %s | %s | %.0f | %s | %.2fx |" % (
+                label, _us(t["p50_us"]), _us(t["p99_us"]), t["rps"],
+                _us(t.get("cpu_us")), t["ratio"]))
         lines += ["", "Target: `mbus-slave` p50 within 1.25x of the floor: %s (%.2fx)."
                   % ("met" if tcp["mbus-slave"]["ratio"] <= 1.25 else "not met",
                      tcp["mbus-slave"]["ratio"]), ""]
@@ -600,15 +620,22 @@ def report(res):
             % upy["bus250_heap"]]
     fw = res.get("firmware")
     if fw:
+        from mbus_tools.bench_upy import FW_TARGET
         how = "`.mpy`" if fw.get("mpy") else "`.py`"
         for key, label in (("unix64", "64-bit (unix port)"),
                            ("wasm32", "32-bit (WebAssembly port)")):
             f = fw.get(key)
+            # the firmware's own heap: without the stand-in machine module (built in on
+            # a board); the measured figures and the stand-in's share stay visible
             lines.append(
                 "| firmware heap, water meter, pico board as deployed (%s, no codec), %s: "
-                "in use after start / peak while serving %s requests | %s |"
+                "in use after start / peak while serving %s requests%s | %s |"
                 % (how, label, f["requests"] if f else "its",
-                   "%d / %d bytes" % (f["start"], f["peak"]) if f else
+                   " (target after start: %d bytes)" % FW_TARGET
+                   if key == "unix64" else "",
+                   "%d / %d bytes (measured %d / %d, less the stand-in `machine` module's "
+                   "%d)" % (f["firmware"], f["firmware_peak"], f["start"], f["peak"],
+                            f["stand_in"]) if f else
                    "n/a: `npm install --prefix .venv "
                    "@micropython/micropython-webassembly-pyscript@1.27.0` measures it"))
     if mpy:

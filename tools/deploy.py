@@ -1,13 +1,16 @@
 """mbus-deploy: put the M-Bus slave firmware on a MicroPython board.
 
     mbus-deploy --board pico|esp32|generic [--port /dev/ttyACM0] [--meter FILE] [--dry-run]
+                [--source-lines]
     mbus-deploy --meter FILE --compile OUT      (only compile the meter file)
 
 0. compiles the meter file on the host (the checks mbus-slave makes, then
    mbus_core.codec.compile) into /meter.mbus.json, which the board loads without the codec;
 1. compiles every shipped module with mpy-cross (the core without its codec, the
    MicroPython port files, the board file and its /board.json loader) into a build
-   directory laid out as the board's /lib;
+   directory laid out as the board's /lib, without source line numbers (-X
+   no-source-lines: about 2 kB less heap; a traceback then names the function but not the
+   line; --source-lines keeps them, for debugging);
 2. prepares the board with mpremote: removes main.py, the old /lib/mbus_* files and, with
    --meter, the old meter files, then hard-resets it (a hard reset also stops a running
    watchdog), waits for it to come back;
@@ -44,6 +47,24 @@ COMPILED_METER = "meter.mbus.json"   # on the board: /meter.mbus.json (upy_firmw
 LIB_DIRS = ("lib", "lib/mbus_core", "lib/mbus_core/codec", "lib/mbus_ports",
             "lib/mbus_boards")
 BOARD_LOADER = "board_config.py"   # every board file reads /board.json with it
+# mpy-cross without line numbers: the code of every function the board keeps is smaller
+NO_SOURCE_LINES = ("-X", "no-source-lines")
+
+
+def mpy_cross_cmd(mpy_cross, target, src, name=None, source_lines=False):
+    """The mpy-cross command line that compiles src into target as a board gets it
+    (tools/upy-sim and tools/bench_upy.py compile with it too). name: the path the board
+    loads it from (its __file__, see board_path), embedded as its source file name: the
+    module's file name then is one interned string on the board, not two (an embedded
+    host path would stay on the heap for good)."""
+    return ([mpy_cross] + ([] if source_lines else list(NO_SOURCE_LINES))
+            + (["-s", name] if name else []) + ["-o", target, src])
+
+
+def board_path(dest, lib="/lib/"):
+    """Where the board loads a shipped module from: mbus_ports/line.py ->
+    /lib/mbus_ports/line.mpy."""
+    return lib + dest[:-3] + ".mpy"
 
 
 def source_root():
@@ -143,6 +164,9 @@ def parse_args(argv):
                         "rx, tx_enable, tx_active, led, baud, wdt_ms, meter, state, ...)")
     p.add_argument("--frozen-core", action="store_true",
                    help="the firmware has mbus_core frozen in (manifest.py): do not copy it")
+    p.add_argument("--source-lines", action="store_true",
+                   help="keep source line numbers in the compiled modules (tracebacks name "
+                        "the line; about 2 kB more heap)")
     p.add_argument("--dry-run", action="store_true", help="print every step, touch nothing")
     args = p.parse_args(argv)
     if args.compile:
@@ -205,13 +229,16 @@ def deploy(args):
     mpremote = mpremote or "mpremote"
     build = "<build>" if dry else tempfile.mkdtemp(prefix="mbus-deploy-")
     try:
-        print("# 1. compile %d modules with mpy-cross into %s" % (len(files), build))
+        print("# 1. compile %d modules with mpy-cross into %s (%s)" % (
+            len(files), build, "with source line numbers" if args.source_lines
+            else "without source line numbers: --source-lines keeps them"))
         copies = []
         for src, dest in files:
             target = build + "/lib/" + dest[:-3] + ".mpy"
             if not dry:
                 os.makedirs(os.path.dirname(target), exist_ok=True)
-            run([mpy_cross, "-o", target, os.path.join(root, src)], "mpy-cross " + src, dry)
+            run(mpy_cross_cmd(mpy_cross, target, os.path.join(root, src), board_path(dest),
+                              args.source_lines), "mpy-cross " + src, dry)
             copies.append((target, ":lib/" + dest[:-3] + ".mpy"))
         main = build + "/main.py"
         print("# main.py:")

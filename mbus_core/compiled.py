@@ -17,7 +17,7 @@
 # ([unit1, counter1, unit2, counter2]), "status", "signature", "fabrication", "name",
 # "strict_repeat", "alarm" (class 1 records, hex); a replayed meter has "replay" (the
 # captured application data of each telegram, hex) and takes its identity from it.
-from mbus_core.meter import Meter, replay_meter
+from mbus_core.meter import Meter
 from mbus_core.live_record import Record, meter_where
 from mbus_core.generators import Counter, Wander
 
@@ -74,6 +74,7 @@ def _meter(d, index, clock):
     n = 0
     try:
         if "replay" in d:
+            from mbus_core.replay import replay_meter   # only for such a meter
             m = replay_meter([_unhex(a) for a in d["replay"]], d.get("address", 0))
             m.name = name
             m.strict_repeat = d.get("strict_repeat", False)

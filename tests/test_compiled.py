@@ -108,6 +108,24 @@ def test_compiled_meter_without_codec(tmp_path):
     assert "mbus_core.live_record" in modules and "mbus_core.generators" in modules
 
 
+def test_replayed_meter_without_codec(tmp_path):
+    # a captured telegram (libmbus's EDC.hex, BSD-3: tests/fixtures/libmbus-frames) served
+    # verbatim by the board; the replay's builder is loaded for it and dropped again
+    captured = bytes.fromhex(open(os.path.join(
+        ROOT, "tests", "fixtures", "libmbus-frames", "EDC.hex")).read())
+    meter = tmp_path / "edc.json"
+    meter.write_text(json.dumps({"address": 2, "replay": captured.hex()}))
+    board = tmp_path / "board"
+    lay_out(board)
+    (board / "meter.mbus.json").write_text(deploy.compile_meter(str(meter)))
+    log, modules, sent = boot(board)
+    replies = [t for t in sent if t[0] == 0x68]
+    assert len(replies) == 1 and replies[0][5] == 2
+    assert replies[0][6:-2] == captured[6:-2]   # CI onwards, byte for byte
+    for name in ("mbus_core.replay", "mbus_core.compiled", "mbus_ports.upy_start"):
+        assert name not in modules, name
+
+
 def test_meter_description_without_codec_is_one_line_and_the_demo_meter(tmp_path):
     lay_out(tmp_path)
     shutil.copyfile(WATER, str(tmp_path / "meter.json"))

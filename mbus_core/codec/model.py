@@ -6,6 +6,7 @@ from mbus_core.codec import vif as vt
 from mbus_core import frame as F
 from mbus_core import meter as M
 from mbus_core.live_record import meter_where
+from mbus_core.replay import replay_meter
 from mbus_core.codec.datatypes import _shown
 from mbus_core.codec.capture import capture_hex, is_reply
 from mbus_core.generators import Counter, Wander  # noqa: F401 (part of the model API)
@@ -537,4 +538,4 @@ def replay_from_hex(text, address=None):
                           "capture")
     if address is not None and not (0 <= address <= 250):
         raise ConfigError("address must be 0..250")
-    return M.replay_meter(apps, address)
+    return replay_meter(apps, address)

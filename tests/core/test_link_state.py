@@ -3,7 +3,8 @@
 # the telegram layout. Byte-exact where a master would see the bytes.
 from mbus_core import frame
 from mbus_core.bus import Bus
-from mbus_core.meter import Meter, replay_meter, manufacturer_code
+from mbus_core.meter import Meter, manufacturer_code
+from mbus_core.replay import replay_meter
 from mbus_core.slave import Slave
 from mbus_testutil import h, hexs, short, long, replies, demo_meter, demo_bus, many_records_meter
 

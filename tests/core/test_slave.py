@@ -356,7 +356,7 @@ def test_fixed_data_structure():
 
 
 def test_replay_meter_answers_verbatim():
-    from mbus_core.meter import replay_meter
+    from mbus_core.replay import replay_meter
     app = h("72 95 08 12 11 83 14 02 04 17 00 00 00 04 13 01 02 03 04")
     m = replay_meter([app], address=5)
     bus = Bus([m])
@@ -448,7 +448,7 @@ def test_repeat_after_an_acknowledged_snd_ud_is_the_whole_telegram():
 
 def test_every_kind_of_reply_is_a_valid_frame():
     """Checksums of every reply layout, checked by our own parser."""
-    from mbus_core.meter import replay_meter
+    from mbus_core.replay import replay_meter
     meters = [demo_meter(), demo_meter(ci=0x7A, status=0x13, signature=0x0102),
               demo_meter(ci=0x78), demo_meter(ci=0x73, medium=7, fixed=(0x0C, 1234, 0x13, 99)),
               many_records_meter(60, manufacturer="ZZZ", version=200, medium=255),

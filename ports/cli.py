@@ -478,6 +478,21 @@ def _usage_exit(msg):
     return EXIT_USAGE
 
 
+def wake_on_signals(runner):
+    """Have SIGTERM/SIGINT end the run loop's wait at once even when the signal comes just
+    before the loop blocks: Python runs the handler (which calls runner.stop()) only once
+    the wait returns, which may be a minute later, but the C-level handler also writes to
+    the loop's wake-up descriptor, which the wait watches. Returns the descriptor set
+    before (to restore), or None when it could not be set."""
+    fd = runner.wake_fd()
+    if fd is None:
+        return None
+    try:
+        return signal.set_wakeup_fd(fd)
+    except (ValueError, OSError):   # not the main thread, or a descriptor it refuses
+        return None
+
+
 def main(argv=None):
     try:
         return _main(argv)
@@ -686,6 +701,7 @@ def _main(argv):
         live_control.attach(runner)
         if live_control.url():
             _say("Control API at %s" % live_control.url())
+    old_wakeup = wake_on_signals(runner)
     if stopping:
         runner.stop()   # a signal came while we were starting
     if args.state:
@@ -700,6 +716,8 @@ def _main(argv):
     finally:
         for sig, h in old.items():
             signal.signal(sig, h)
+        if old_wakeup is not None:
+            signal.set_wakeup_fd(old_wakeup)
         if args.state:
             keeper.save(final=True)
         if live_control is not None:

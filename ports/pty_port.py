@@ -174,6 +174,9 @@ class PtyPort:
     def wake(self):
         self._waiter.wake()
 
+    def wake_fd(self):
+        return self._waiter.wake_fd()
+
     def readinto(self, buf):
         """What the master side has now (never waits: wait() does)."""
         try:

@@ -65,6 +65,9 @@ class SerialPort:
         if self.waiter is not None:
             self.waiter.wake()
 
+    def wake_fd(self):
+        return self.waiter.wake_fd() if self.waiter is not None else None
+
     def readinto(self, buf):
         ser = self.ser
         if self.waiter is not None:   # never waits; pyserial raises on a device gone away

@@ -233,6 +233,10 @@ class TcpServer:
         except OSError:   # full (a wake-up is pending anyway) or closed
             pass
 
+    def wake_fd(self):
+        """The descriptor whose write ends a wait (for signal.set_wakeup_fd)."""
+        return self._wake_w.fileno()
+
     def wake(self):
         """End a wait under way (from another thread): poll runs between_frames."""
         try:

@@ -31,6 +31,10 @@ class Waiter:
                 events = ev
         return events
 
+    def wake_fd(self):
+        """The descriptor whose write ends a wait (for signal.set_wakeup_fd)."""
+        return self._w
+
     def wake(self):
         try:
             os.write(self._w, b"\0")

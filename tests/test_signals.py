@@ -118,3 +118,72 @@ def test_link_in_a_missing_folder_is_a_usage_error(tmp_path):
     p = tmp_path / "nope" / "mbus0"
     line = usage_error(["--link", str(p)])
     assert line.startswith("mbus-slave: error: --link %s: " % p), line
+
+
+# -- a signal that comes just before the loop blocks -------------------------------------
+def _stop_by_a_signal_elsewhere(runner, wake):
+    """Serve in this (the main) thread; deliver SIGUSR1 to another thread, as the kernel
+    may deliver SIGTERM to no blocked thread in particular or just before the wait starts:
+    the Python handler (runner.stop) runs only once the wait returns. True when the
+    signal ended the wait, False when only the safety stop (another thread, 3 s) did."""
+    handled = []
+    old = signal.signal(signal.SIGUSR1, lambda s, f: (handled.append(s), runner.stop()))
+    old_fd = wake(runner) if wake else None
+    parked = threading.Event()
+    done = threading.Event()
+    saved = []
+
+    def elsewhere():
+        parked.set()
+        done.wait(20)
+
+    def safety():
+        if not done.wait(3):
+            saved.append(True)
+            runner.stop()
+    t = threading.Thread(target=elsewhere, daemon=True)
+    t.start()
+    guard = threading.Thread(target=safety, daemon=True)
+    guard.start()
+    parked.wait(5)
+    threading.Timer(0.3, signal.pthread_kill, (t.ident, signal.SIGUSR1)).start()
+    try:
+        runner.serve_forever()
+    finally:
+        done.set()
+        signal.signal(signal.SIGUSR1, old)
+        if old_fd is not None:
+            signal.set_wakeup_fd(old_fd)
+    return bool(handled) and not saved
+
+
+def test_a_signal_elsewhere_ends_the_tcp_wait():
+    from mbus_ports.cli import wake_on_signals
+    from mbus_ports.tcp_server import TcpServer
+    server = TcpServer(Bus([demo_meter()]), "127.0.0.1", 0)
+    try:
+        assert _stop_by_a_signal_elsewhere(server, wake_on_signals)
+    finally:
+        server.close()
+
+
+def test_without_the_wakeup_descriptor_the_wait_goes_on():
+    # what wake_on_signals() is for: the same signal leaves the wait blocked
+    from mbus_ports.tcp_server import TcpServer
+    server = TcpServer(Bus([demo_meter()]), "127.0.0.1", 0)
+    try:
+        assert not _stop_by_a_signal_elsewhere(server, None)
+    finally:
+        server.close()
+
+
+def test_a_signal_elsewhere_ends_the_pty_wait():
+    from mbus_ports.cli import wake_on_signals
+    from mbus_ports.pty_port import PtyPort
+    port = PtyPort()
+    line = LineServer(Bus([demo_meter()]), port)
+    try:
+        assert line.wake_fd() is not None
+        assert _stop_by_a_signal_elsewhere(line, wake_on_signals)
+    finally:
+        port.close()

@@ -593,7 +593,7 @@ def _main(argv):
                     strict_repeat=True if args.strict_repeat else None) for m in meters]
     bus = Bus(slaves)
     keeper = _host.StateKeeper(args.state, meters, configured_ids,
-                               None if is_tcp else baud, args.readings_every * 60)
+                               None if is_tcp else baud, args.readings_every * 60, bus=bus)
     bus.on_change = keeper.on_change
     quirks = _quirks_setup(args, quirks, bus, device, is_tcp)
     _security_banner(meters, keeper if args.state else None)

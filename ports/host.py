@@ -109,9 +109,10 @@ class StateKeeper:
     SAVED_ON = ("address", "id")
 
     def __init__(self, path, meters, configured_ids, baud=None, readings_every=600,
-                 clock=time.monotonic):
+                 clock=time.monotonic, bus=None):
         self.path = path
         self.meters = meters
+        self.bus = bus   # its responder is the meter after_reply looks at (None: all)
         self.configured_ids = configured_ids
         self.baud = baud
         self.saves = 0
@@ -149,12 +150,18 @@ class StateKeeper:
 
     def after_reply(self):
         """After each reply: persist what changed, log counters that wrapped (once),
-        build mode 7 meters' next ciphers and move their counter bounds on (off the
-        request path, as a board does)."""
+        build the next ciphers of the meter that answered (mode 7) and move its counter
+        bound on (off the request path, as a board does). Only that meter's: the others
+        sent nothing, and a bus of 250 meters would pay for all of them every time."""
         self.flush()
         for note in wrap_notes(self.meters):
             log.warning(note)
-        for m in self.meters:
+        if self.bus is None:
+            answered = self.meters
+        else:
+            s = self.bus.responder
+            answered = (s.meter,) if s is not None else ()
+        for m in answered:
             if m.security is not None:
                 m.security.prepare(m)
                 m.security.reserve_early()   # a counter bound due to move on: now

@@ -159,3 +159,33 @@ def test_settings_are_saved_after_the_reply_has_gone_out(tmp_path):
     line.receive(bytearray(request), len(request))
     assert seen == [(b"\xe5", 3)]
     assert load_state(path)["meters"]["0"]["address"] == 7 and keeper.saves == 2
+
+
+def test_after_a_reply_only_the_meter_that_answered_prepares_its_ciphers():
+    # mode 7: the next telegram's ciphers and the counter bound are the answering meter's
+    # business; the others sent nothing (a bus of 250 paid for all of them every request)
+    from mbus_core.bus import Bus
+    from mbus_ports.host import StateKeeper, demo_meter
+
+    class Sec:
+        def __init__(self):
+            self.prepared = self.reserved = 0
+
+        def prepare(self, meter):
+            self.prepared += 1
+
+        def reserve_early(self):
+            self.reserved += 1
+
+    meters = [demo_meter(address=1), demo_meter(address=2, ident=22222222)]
+    bus = Bus(meters)
+    keeper = StateKeeper(None, meters, [m.id for m in meters], bus=bus)
+    bus.feed(bytes.fromhex("105B025D16"))        # meter 2 answers
+    assert bus.reply_len
+    for m in meters:
+        m.security = Sec()                       # only after_reply looks at it here
+    keeper.after_reply()
+    assert [(m.security.prepared, m.security.reserved) for m in meters] == [(0, 0), (1, 1)]
+    # without a bus (as before): every meter
+    StateKeeper(None, meters, [m.id for m in meters]).after_reply()
+    assert [m.security.prepared for m in meters] == [1, 2]

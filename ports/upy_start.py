@@ -49,12 +49,13 @@ DEMO = {"mbus_compiled": 1, "meters": [{
 COMPILED = ".mbus.json"
 
 # Dropped once the meters are built (upy_firmware.drop_modules): the compiled-form loader
-# (and the replayed meter's builder, loaded for such a meter only) and, where a board read a meter description, the meter file reader and every codec module
-# (the JSON model, the record codec and its VIF tables, the compiler). The meters keep what
-# they serve with (mbus_core.live_record, .generators, .fields).
+# (and the replayed meter's builder, loaded for such a meter only) and, where a board read
+# a meter description, the meter file reader and every codec module (the JSON model, the
+# record codec and its VIF tables, the compiler). The meters keep what they serve with
+# (mbus_core.live_record, .generators, .fields).
 START_MODULES = ("mbus_core.compiled", "mbus_core.replay")
 # dropped by the firmware once build() returned: this module, and the boards' /board.json
-# loader (a board file imports it again should its make_port or wdt be called later)
+# loader (a board's make_port or wdt imports it again, should they be called later)
 LAST_MODULES = ("mbus_ports.upy_start", "mbus_boards.board_config")
 
 

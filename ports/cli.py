@@ -484,7 +484,10 @@ def wake_on_signals(runner):
     the wait returns, which may be a minute later, but the C-level handler also writes to
     the loop's wake-up descriptor, which the wait watches. Returns the descriptor set
     before (to restore), or None when it could not be set."""
-    fd = runner.wake_fd()
+    # a TcpServer has the descriptor; a LineServer's port has it (not the LineServer: it
+    # runs on boards too, which have no signals)
+    source = runner if hasattr(runner, "wake_fd") else getattr(runner, "port", None)
+    fd = source.wake_fd() if hasattr(source, "wake_fd") else None
     if fd is None:
         return None
     try:

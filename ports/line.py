@@ -15,7 +15,7 @@
 #     wake()                         make a wait() under way (or the next one) return
 #                                    at once (stop() calls it, also from a signal handler)
 #     wake_fd()                      a file descriptor whose write does what wake() does
-#                                    (for signal.set_wakeup_fd; None: there is none)
+#                                    (the CLI's signal.set_wakeup_fd; None: none)
 try:
     from time import ticks_ms, ticks_us, ticks_diff, ticks_add, sleep_ms, sleep_us
 except ImportError:  # CPython
@@ -135,11 +135,6 @@ class LineServer:
         between_frames."""
         if self._wake is not None:
             self._wake()
-
-    def wake_fd(self):
-        """The port's wake-up descriptor (see the port contract above) or None."""
-        f = getattr(self.port, "wake_fd", None)
-        return f() if f is not None else None
 
     def quiet_ms(self):
         """Milliseconds since the last bytes came or the last reply went out (right for

@@ -183,7 +183,7 @@ def test_a_signal_elsewhere_ends_the_pty_wait():
     port = PtyPort()
     line = LineServer(Bus([demo_meter()]), port)
     try:
-        assert line.wake_fd() is not None
+        assert port.wake_fd() is not None
         assert _stop_by_a_signal_elsewhere(line, wake_on_signals)
     finally:
         port.close()

@@ -112,15 +112,21 @@ class Canned:
         return pos
 
 
-def core_costs(n):
+def core_costs(n, rounds=5):
     out = {}
     for nrec in (1, 10, 50):
         bus = Bus([meter(1, nrec)])
-        out["fresh_%d" % nrec] = cost(bus, 1, False, n)
-        out["repeat_%d" % nrec] = cost(bus, 1, True, n)
         bus.feed(short(0x5B, 1), 0, 5)
         canned = Canned(bytes(bus.reply[:bus.reply_len]))
-        out["canned_%d" % nrec] = cost(canned, 1, False, n)
+        # fresh, repeat and the canned floor in turns, the best of each: a machine whose
+        # speed drifts (a VM, a CPU's clock) then weighs on the three alike
+        runs = (("fresh_%d" % nrec, bus, False), ("repeat_%d" % nrec, bus, True),
+                ("canned_%d" % nrec, canned, False))
+        for _ in range(rounds):
+            for key, target, repeat in runs:
+                us = cost(target, 1, repeat, n, rounds=1)
+                if key not in out or us < out[key]:
+                    out[key] = us
     aes = _aes()
     if aes is not None:   # encrypted telegrams (OMS modes 5 and 7), 10 records
         from mbus_core.security import Security

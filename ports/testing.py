@@ -30,6 +30,19 @@ START_TIMEOUT = 30
 API_TIMEOUT = 10
 
 
+def stop_process(proc, sig=signal.SIGTERM, timeout=15):
+    """Send `sig` to a running process and wait for its exit, killing it after `timeout`
+    seconds; its exit status."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=timeout)
+    return proc.returncode
+
+
 class SlaveError(RuntimeError):
     """mbus-slave did not start (the message carries its stderr)."""
 
@@ -213,13 +226,7 @@ class SlaveProcess:
     # -- lifetime --------------------------------------------------------------------
     def stop(self, sig=signal.SIGTERM, timeout=15):
         """Stop mbus-slave; its exit status."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=timeout)
+        stop_process(self.proc, sig, timeout)
         if self.proc.stdout:
             self.proc.stdout.close()
         self._err.close()

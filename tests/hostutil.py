@@ -14,7 +14,7 @@ import serial
 import meterbus
 
 from mbus_tools.check_io import frame_size
-from mbus_ports.testing import wait_parked
+from mbus_ports.testing import stop_process, wait_parked
 
 START_TIMEOUT = 30     # seconds for the slave to start and print its device
 REPLY_TIMEOUT = 3      # seconds a master waits for an expected reply
@@ -88,13 +88,7 @@ class SlaveProcess:
 
     def stop(self, sig=signal.SIGTERM, timeout=15):
         """Send `sig`, wait for the exit; returns the exit status (kills on timeout)."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=timeout)
+        stop_process(self.proc, sig, timeout)
         self._reader.join(timeout=5)
         self.proc.stdout.close()
         self._err.close()

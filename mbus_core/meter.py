@@ -358,8 +358,8 @@ class Meter:
             self.last_sum = byte_sum(src, 0, n)
             return n
         ci = self.ci
-        buf[pos] = ci
         if ci == CI_FIXED:
+            buf[pos] = ci
             end = self._write_fixed(buf, pos + 1, access)
             self.last_sum = byte_sum(buf, pos, end)
             return end - pos

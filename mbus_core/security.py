@@ -441,8 +441,7 @@ class Security:
         is its byte sum."""
         mode = self.mode
         t = pos + AFL_LEN if mode == MODE_7 else pos
-        buf[t] = CI_LONG
-        meter._write_variable(buf, t, CI_LONG, access, b"", 0)   # the 12-byte header
+        meter._write_variable(buf, t, CI_LONG, access, b"", 0)   # CI and the 12-byte header
         d = t + 13
         if mode == MODE_7:
             buf[d] = CFE_KDF_A

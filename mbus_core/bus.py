@@ -86,7 +86,14 @@ class Bus:
         self.parser.idle()
 
     def feed(self, data, start=0, end=-1):
-        return self.feed_line(self.parser, data, start, end)
+        # feed_line() for the bus's own parser, written out: one call less per request
+        self.reply_len = 0
+        self.new_baud = 0
+        p = self.parser
+        pos = p.feed(data, start, end)
+        if p.kind:
+            self._dispatch(p)
+        return pos
 
     def feed_line(self, parser, data, start=0, end=-1):
         """feed() for one of several lines onto the same meters (a TCP gateway's

@@ -25,6 +25,10 @@ STOP = const(0x16)
 
 MAX_FRAME = const(261)  # 68 L L 68 + L (max 255) + CS 16
 
+# C field of a slave's reply: RSP_UD, with ACD set while class 1 data (an alarm) waits
+RSP_UD = const(0x08)
+ACD = const(0x20)
+
 # Frame kinds reported by FrameParser.kind
 SHORT = const(1)
 CONTROL = const(2)

@@ -7,6 +7,7 @@
 from struct import pack_into
 
 from mbus_core.frame import checksum as byte_sum  # the low byte of a byte sum
+from mbus_core.frame import ACD, LONG_START, RSP_UD, STOP
 
 try:
     from micropython import const
@@ -30,6 +31,8 @@ STATUS_TEMPORARY_ERROR = const(0x10)
 # medium, access number, status, signature (CI 72); CI, access, status, signature (CI 7A)
 _HEAD_LONG = "<B4sHBBBBH"
 _HEAD_SHORT = "<BBBH"
+# the frame head of an RSP_UD: 68 L L 68 C A
+_FRAME_HEAD = "<BBBBBB"
 
 
 def manufacturer_code(text):
@@ -201,6 +204,7 @@ class Meter:
         self._max_data = max_data
         self._telegrams = [b""]  # the record bytes of each telegram (see _layout)
         self._sums = [0]         # their byte sums
+        self.count = 1           # telegrams in a readout, as of the last refresh()
         self.last_sum = 0        # byte sum of what write_telegram wrote last
         # the records are laid out again at the next fresh readout (Slave checks it)
         self.stale = True
@@ -264,7 +268,10 @@ class Meter:
 
     def refresh(self):
         """Called by the slave at the start of a fresh readout."""
-        if self.replay is not None or not self.stale:
+        if self.replay is not None:
+            self.count = len(self.replay)
+            return
+        if not self.stale:
             return
         dynamic = False
         failed = False
@@ -336,16 +343,18 @@ class Meter:
                 current = []
                 used = 0
         telegrams.append(b"".join(current))
-        self._telegrams = telegrams
+        # bytearrays: CPython copies a bytes object into a slice of the reply buffer
+        # through a temporary bytearray (three times the cost of a bytearray's copy)
+        self._telegrams = [bytearray(t) for t in telegrams]
+        self.count = 1 if self.ci == CI_FIXED else len(telegrams)
         # the byte sum of each telegram's records, for the frame checksum
         self._sums = [byte_sum(t, 0, len(t)) for t in telegrams]
 
     def telegram_count(self):
+        """Telegrams in a readout, as laid out by the last refresh()."""
         if self.replay is not None:
             return len(self.replay)
-        if self.ci == CI_FIXED:
-            return 1
-        return len(self._telegrams)
+        return self.count
 
     def write_telegram(self, index, buf, pos, access):
         """Write the application data (CI onwards) of telegram `index` at buf[pos:];
@@ -370,6 +379,28 @@ class Meter:
         return self._write_variable(buf, pos, ci, access, self._telegrams[index],
                                     self._sums[index])
 
+    def write_rsp_ud(self, index, buf, access):
+        """Write the RSP_UD frame of telegram `index` into buf (68 L L 68 C A, the
+        application data, CS 16); return its size. index -1: the class 1 data (the
+        alarm, for REQ_UD1), delivered with it. The ACD bit tells the master that class
+        1 data waits."""
+        if index < 0:
+            n = self.write_alarm(buf, 6, access)
+            self.alarm = None
+        elif self.security is None and self.replay is None and self.ci != CI_FIXED:
+            # a plain telegram (write_telegram's last case without its tests)
+            n = self._write_variable(buf, 6, self.ci, access, self._telegrams[index],
+                                     self._sums[index])
+        else:
+            n = self.write_telegram(index, buf, 6, access)
+        c = RSP_UD if self.alarm is None else RSP_UD | ACD
+        a = self.address
+        pack_into(_FRAME_HEAD, buf, 0, LONG_START, n + 2, n + 2, LONG_START, c, a)
+        end = 6 + n
+        buf[end] = (c + a + self.last_sum) & 0xFF  # checksum over C, A and the user data
+        buf[end + 1] = STOP
+        return end + 2
+
     def write_alarm(self, buf, pos, access):
         """Write the class 1 data (CI onwards) for REQ_UD1: the meter's header (CI 72 for
         a CI 73 meter) and the alarm records; like write_telegram."""
@@ -389,9 +420,11 @@ class Meter:
         total = ci + access + status + (sig & 0xFF) + (sig >> 8)
         if ci == CI_LONG:
             man = self.manufacturer
-            pack_into(_HEAD_LONG, buf, pos, ci, self.id_bytes, man, self.version,
-                      self.medium, access, status, sig)
-            total += self._id_sum + (man & 0xFF) + (man >> 8) + self.version + self.medium
+            version = self.version
+            medium = self.medium
+            pack_into(_HEAD_LONG, buf, pos, ci, self.id_bytes, man, version, medium,
+                      access, status, sig)
+            total += self._id_sum + (man & 0xFF) + (man >> 8) + version + medium
             pos += 13
         elif ci != CI_NONE:   # CI 7A
             pack_into(_HEAD_SHORT, buf, pos, ci, access, status, sig)

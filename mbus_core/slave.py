@@ -18,9 +18,7 @@ FCV = const(0x10)
 _FUNC_SND_UD = const(0x03)
 _FUNC_REQ_UD1 = const(0x0A)
 _FUNC_REQ_UD2 = const(0x0B)
-# C field (slave to master)
-RSP_UD = const(0x08)
-ACD = const(0x20)
+# C field (slave to master): RSP_UD, ACD (mbus_core.frame)
 
 # Addresses
 ADDR_NETWORK = const(253)     # the slave selected by secondary address
@@ -54,6 +52,9 @@ CMD_BAUD = const(7)         # command_arg: the new rate
 
 COUNT_MASK = const(0x3FFFFFFF)   # counters wrap here: small ints on every build
 
+# No properties on Slave (nor Bus): on MicroPython a class with a property or another
+# descriptor makes every attribute store on its instances look the class up first, which
+# made each of the dozen stores of a request cost about four times as much.
 class Slave:
     """One meter on the line.
 
@@ -100,10 +101,6 @@ class Slave:
         self.repeats = 0
         self.errors = 0
         self.reset_link()
-
-    @property
-    def address(self):
-        return self.meter.address
 
     def _did(self, cmd, arg=0):
         self.command = cmd
@@ -183,54 +180,44 @@ class Slave:
 
     # -- REQ_UD2 / REQ_UD1 ---------------------------------------------------------
     def _req_ud2(self, c):
+        """The next telegram of the readout; for a repeat (same FCB) the last reply
+        again; a pending application error (CI 70) first."""
         if self._repeat(c, _FUNC_REQ_UD2):
             if self.strict_repeat or self._cur < 0:
                 return self._rsp_len   # the last reply again, unchanged
-            n = self._write_rsp_ud(self._cur)   # the same telegram, current values
+            index = self._cur          # the same telegram, current values
         elif self.busy:
-            n = self._write_error(ERR_BUSY)
+            return self._write_error(ERR_BUSY)
         elif self._error >= 0:
-            n = self._write_error(self._error)
+            code = self._error
             self._error = -1
+            return self._write_error(code)
         else:
-            n = self._write_rsp_ud(self._next)
-        self._rsp_len = n
-        return n
-
-    def _write_rsp_ud(self, index):
+            index = self._next
         meter = self.meter
         if index == 0 and meter.stale:
             meter.refresh()
-        count = meter.telegram_count()
-        if index >= count:
+        count = meter.count
+        if index >= count:   # the readout shrank since: start it again
             index = 0
             meter.refresh()
-            count = meter.telegram_count()
-        n = meter.write_telegram(index, self.tx, 6, self.access)
+            count = meter.count
+        n = meter.write_rsp_ud(index, self.tx, self.access)
+        self.access = (self.access + 1) & 0xFF
         self._cur = index
         self._next = index + 1 if index + 1 < count else 0
-        return self._finish_rsp_ud(n)
-
-    def _finish_rsp_ud(self, n):
-        """Frame the n bytes of application data at tx[6:] as an RSP_UD."""
-        meter = self.meter
-        tx = self.tx
-        c = RSP_UD | (ACD if meter.alarm is not None else 0)
-        a = meter.address
-        _frame.write_long_header(tx, c, a, tx[6], n - 1)
-        self.access = (self.access + 1) & 0xFF
-        end = 6 + n
-        tx[end] = (c + a + meter.last_sum) & 0xFF  # checksum over C, A and the user data
-        tx[end + 1] = _frame.STOP
-        return end + 2
+        self._rsp_len = n
+        return n
 
     def _write_error(self, code):
+        """A CI 70 reply (application error `code`), kept for a repeat."""
         tx = self.tx
         self.errors = (self.errors + 1) & COUNT_MASK
-        _frame.write_long_header(tx, RSP_UD, self.meter.address, CI_ERROR, 1)
+        _frame.write_long_header(tx, _frame.RSP_UD, self.meter.address, CI_ERROR, 1)
         tx[7] = code
         self._cur = -1
-        return _frame.finish_long(tx)
+        self._rsp_len = _frame.finish_long(tx)
+        return self._rsp_len
 
     def _req_ud1(self, c):
         if self._repeat(c, _FUNC_REQ_UD1):
@@ -239,10 +226,10 @@ class Slave:
         if meter.alarm is None:
             self._rsp_len = 0
             return self._ack()
-        n = meter.write_alarm(self.tx, 6, self.access)
-        meter.alarm = None  # delivered (a repeat sends the bytes kept in tx)
+        # the alarm is delivered with it (a repeat sends the bytes kept in tx)
+        self._rsp_len = meter.write_rsp_ud(-1, self.tx, self.access)
+        self.access = (self.access + 1) & 0xFF
         self._cur = -1
-        self._rsp_len = self._finish_rsp_ud(n)
         return self._rsp_len
 
     # -- secondary selection -----------------------------------------------------------

@@ -100,7 +100,7 @@ def test_address_change_moves_routing():
     assert one(bus, long(0x53, 2, 0x51, h("01 7A 09"))) == E5
     assert one(bus, short(0x40, 2)) is None
     assert one(bus, short(0x40, 9)) == E5
-    assert bus.slaves[1].address == 9
+    assert bus.slaves[1].meter.address == 9
 
 
 def test_selected_meter_keeps_selection_across_others():

@@ -161,3 +161,13 @@ def test_no_integer_on_the_hot_path_passes_2_to_the_30():
     finally:
         sys.settrace(None)
     assert big == [], big[:5]
+
+
+def test_no_descriptors_on_the_classes_a_request_writes_to():
+    # A property (any descriptor) on a class makes MicroPython look the class up on every
+    # attribute store to its instances: about four times the cost of a plain store, a
+    # dozen times per request. Slave and Bus keep none.
+    from mbus_core.slave import Slave
+    for cls in (Slave, Bus):
+        props = [name for name in dir(cls) if isinstance(getattr(cls, name), property)]
+        assert props == [], (cls.__name__, props)

@@ -141,7 +141,7 @@ def test_data_send_walks_bcd_and_binary_lvars():
         bus = demo_bus()
         data = h("0D FD 11 " + lvar + " 01 7A 09")
         check(one(bus, long(0x53, 3, 0x51, data)), E5, lvar)
-        assert bus.slaves[0].address == 9, lvar
+        assert bus.slaves[0].meter.address == 9, lvar
         err = one(bus, short(0x7B, 9))   # the LVAR record is not writable: error 00
         check(err, long(0x08, 9, 0x70, h("00")), lvar)
 

@@ -226,7 +226,7 @@ def test_ci56_switch():
 def test_set_primary_address_then_answer_there():
     bus = demo_bus()
     changes = []
-    bus.on_change = lambda s, what: changes.append((what, s.address))
+    bus.on_change = lambda s, what: changes.append((what, s.meter.address))
     assert one(bus, h("68 06 06 68 53 03 51 01 7A 07 29 16")) == E5
     assert changes == [("address", 7)]
     assert one(bus, NKE_3) is None
@@ -238,7 +238,7 @@ def test_set_primary_address_then_answer_there():
 def test_set_address_out_of_range_is_refused_with_error_reply():
     bus = demo_bus()
     assert one(bus, long(0x53, 3, 0x51, h("01 7A FB"))) == E5
-    assert bus.slaves[0].address == 3
+    assert bus.slaves[0].meter.address == 3
     r = one(bus, REQ_3)
     assert r == h("68 04 04 68 08 03 70 00 7B 16")
     assert one(bus, short(0x7B, 3))[6] == 0x72  # the error is reported once
@@ -309,7 +309,7 @@ def test_baud_switch_reported_after_ack():
 def test_read_only_refuses_changes():
     bus = Bus([Slave(demo_meter(), read_only=True)])
     assert one(bus, h("68 06 06 68 53 03 51 01 7A 07 29 16")) == E5
-    assert bus.slaves[0].address == 3
+    assert bus.slaves[0].meter.address == 3
     assert one(bus, REQ_3) == h("68 04 04 68 08 03 70 00 7B 16")
     assert one(bus, long(0x53, 3, 0xBD)) == E5 and bus.new_baud == 0
     one(bus, long(0x53, 3, 0x51, h("0C 79 21 43 65 87")))
@@ -331,7 +331,7 @@ def test_truncated_data_send_record():
 def test_broadcast_255_acts_without_answer():
     bus = demo_bus()
     assert one(bus, long(0x53, 0xFF, 0x51, h("01 7A 09"))) is None
-    assert bus.slaves[0].address == 9
+    assert bus.slaves[0].meter.address == 9
 
 
 def test_status_and_signature_in_header():

@@ -465,3 +465,27 @@ def test_every_kind_of_reply_is_a_valid_frame():
         for f in frames:
             p = frame.FrameParser()
             assert p.feed(f) == len(f) and p.kind == frame.LONG, hexs(f)
+
+
+def test_the_packed_rsp_ud_is_the_framed_telegram():
+    # Meter.write_rsp_ud packs a CI 72 telegram's frame head and data header in one go
+    # (the hot path of a readout); it must send what framing write_telegram's
+    # application data sends, for every header value and with an alarm waiting (ACD).
+    cases = ((0, 0, None, 0, "TST", 3), (0x13, 0xABCD, b"\x01\xfd\x17\x01", 99999999,
+                                        0x7FFF, 250), (0xFF, 0xFFFF, None, 1, "ZZZ", 0))
+    for status, sig, alarm, ident, man, address in cases:
+        m = many_records_meter(50, id=ident, manufacturer=man, address=address, version=0xFE,
+                               medium=0x16)
+        m.status = status
+        m.signature = sig
+        m.alarm = alarm
+        m.refresh()
+        assert m.telegram_count() == 2
+        for index in range(2):
+            app = bytearray(frame.MAX_FRAME)
+            k = m.write_telegram(index, app, 0, 0x42)
+            c = 0x28 if alarm else 0x08
+            expect = frame.build(frame.LONG, c, address, app[0], bytes(app[1:k]))
+            got = bytearray(frame.MAX_FRAME)
+            n = m.write_rsp_ud(index, got, 0x42)
+            assert hexs(got[:n]) == hexs(expect), (status, sig, alarm, index)

@@ -18,7 +18,8 @@
 # "strict_repeat", "alarm" (class 1 records, hex); a replayed meter has "replay" (the
 # captured application data of each telegram, hex) and takes its identity from it.
 from mbus_core.meter import Meter
-from mbus_core.live_record import Record, meter_where
+from mbus_core.live_record import Record
+from mbus_core.notes import meter_where
 from mbus_core.generators import Counter, Wander
 
 FORMAT = 1
@@ -122,8 +123,28 @@ def _record(r, clock):
         raise ValueError("a record is hex, or has a counter or wander")
     if r.get("kind", "num") != "num":
         raise ValueError("only numbers have a counter or a random walk")
-    return Record(_unhex(r["head"]), r["code"], src, r.get("pow10", 0), "num",
-                  r.get("name"))
+    return check_source(Record(_unhex(r["head"]), r["code"], src, r.get("pow10", 0), "num",
+                               r.get("name")))
+
+
+def source_samples(src):
+    """The values a generator's record must be able to send, tried at load without
+    advancing it (the host's codec uses them too); None for other sources."""
+    if isinstance(src, Counter):
+        return [src.start, src.rate, src.start + src.rate]
+    if isinstance(src, Wander):
+        return [src.lo, src.hi, src.step, src.x]
+    return None
+
+
+def check_source(rec):
+    """ValueError when a generator's values do not fit its record (a wrapping counter:
+    its start only); returns rec. Start-only: the runtime's Record does not check."""
+    samples = source_samples(rec.source)
+    if samples is not None:
+        for v in samples[:1] if rec.range is not None else samples:
+            rec.field(v)
+    return rec
 
 
 class Stamp:

@@ -11,14 +11,12 @@ REAL32_MAX = 3.4028234663852886e38  # the largest finite single-precision float
 _INF = float("inf")
 
 
-def int_range(n):
-    half = 1 << (8 * n - 1)
-    return -half, half - 1
-
-
-def uint_encode(value, n):
-    if value < 0 or value >= (1 << (8 * n)):
-        raise ValueError("%d does not fit in %d bytes" % (value, n))
+def int_encode(value, n):
+    """int -> n bytes, two's complement, little endian (shifts and masks only: no
+    integer past the small-int range on a 32-bit board)."""
+    top = value >> (8 * n - 1)   # 0 or -1 when it fits
+    if top and top != -1:
+        raise ValueError("%d does not fit in int%d" % (value, 8 * n))
     out = bytearray(n)
     i = 0
     while i < n:
@@ -26,15 +24,6 @@ def uint_encode(value, n):
         value >>= 8
         i += 1
     return bytes(out)
-
-
-def int_encode(value, n):
-    lo, hi = int_range(n)
-    if value < lo or value > hi:
-        raise ValueError("%d does not fit in int%d" % (value, 8 * n))
-    if value < 0:
-        value += 1 << (8 * n)  # two's complement
-    return uint_encode(value, n)
 
 
 def bcd_encode(value, n):
@@ -62,14 +51,6 @@ def bcd_encode(value, n):
     return bytes(out)
 
 
-def real_encode(value):
-    # CPython's struct raises OverflowError beyond the range, MicroPython's sends inf:
-    # check it here, so both say the same. NaN and +-inf themselves are sent as they are.
-    if not -REAL32_MAX <= value <= REAL32_MAX and value == value and abs(value) != _INF:
-        raise ValueError("%r does not fit in real32" % (value,))
-    return struct.pack("<f", value)
-
-
 def lvar_length(lvar):
     """LVAR byte -> (kind, data length) with kind 'text', 'bcd', '-bcd', 'bin'; or
     (None, 0) when reserved."""
@@ -86,38 +67,20 @@ def lvar_length(lvar):
     return None, 0
 
 
-def type_name(code):
-    """A number's data field as meter files name it: int8..int64, bcd2..bcd12, real32."""
-    n = DATA_LEN[code]
-    if code in INT_CODES:
-        return "int%d" % (8 * n)
-    if code in BCD_CODES:
-        return "bcd%d" % (2 * n)
-    return "real32" if code == 0x5 else "none"
-
-
 # -- values -> data bytes --------------------------------------------------------------
-def _round(x):
-    if isinstance(x, int):
-        return x
-    if x != x or x in (_INF, -_INF):
-        raise ValueError("value is not a number")
-    return int(x + 0.5) if x >= 0 else -int(-x + 0.5)
-
-
 def scale_value(value, pow10):
-    """value * 10**pow10 rounded to an int (exact for ints)."""
+    """value * 10**pow10 rounded to an int (exact for ints); scale_value(x, 0) rounds."""
     if isinstance(value, bool):
         value = int(value)
     if isinstance(value, int):
         if pow10 >= 0:
             return value * 10 ** pow10
-        return _round(value / (10 ** -pow10))
-    if not isinstance(value, float):
+    elif not isinstance(value, float):
         raise ValueError("value %r is not a number" % (value,))
-    if pow10 >= 0:
-        return _round(value * 10 ** pow10)
-    return _round(value / (10 ** -pow10))
+    x = value * 10 ** pow10 if pow10 >= 0 else value / (10 ** -pow10)
+    if x != x or abs(x) == _INF:
+        raise ValueError("value is not a number")
+    return int(x + 0.5) if x >= 0 else -int(-x + 0.5)
 
 
 def number_field(code, value, pow10=0):
@@ -127,7 +90,11 @@ def number_field(code, value, pow10=0):
         return b""
     if code == 0x5:
         v = float(value) * (10.0 ** pow10) if pow10 else float(value)
-        return real_encode(v)
+        # CPython's struct raises OverflowError beyond the range, MicroPython's sends inf:
+        # check it here, so both say the same. NaN and +-inf are sent as they are.
+        if not -REAL32_MAX <= v <= REAL32_MAX and v == v and abs(v) != _INF:
+            raise ValueError("%r does not fit in real32" % (v,))
+        return struct.pack("<f", v)
     raw = scale_value(value, pow10)
     if code in INT_CODES:
         return int_encode(raw, DATA_LEN[code])

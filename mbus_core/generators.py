@@ -1,21 +1,24 @@
 # Value generators for simulated meters: a counter that grows by a rate and a value that
-# wanders inside a range. Time comes only from a clock callable the port injects.
+# wanders inside a range. Time comes only from a clock callable the port injects. What
+# checks their ranges at load (the values to try) is start-only code: mbus_core.compiled
+# source_samples, which the host's codec uses too.
 
 
-class _Ticks:
-    """Elapsed time from the injected clock, or a read counter without one."""
+def _restart(g, clock):
+    """g's time starts now (clock: a callable returning seconds, or None)."""
+    g.clock = clock
+    g.t0 = clock() if clock is not None else 0
+    g.reads = 0
 
-    def __init__(self, clock):
-        self.clock = clock
-        self.t0 = clock() if clock is not None else 0
-        self.reads = 0
 
-    def now(self):
-        if self.clock is not None:
-            return self.clock() - self.t0
-        t = self.reads
-        self.reads += 1
-        return t
+def _elapsed(g, step=0):
+    """Seconds since g's (re)start; without a clock the reads so far, `step` counting this
+    one. (A function, not a base class: a class costs a board more heap.)"""
+    if g.clock is not None:
+        return g.clock() - g.t0
+    t = g.reads
+    g.reads += step
+    return t
 
 
 class Counter:
@@ -26,24 +29,20 @@ class Counter:
     def __init__(self, start=0, rate=1, clock=None):
         self.start = start
         self.rate = rate
-        self.ticks = _Ticks(clock)
+        _restart(self, clock)
 
     def value(self):
-        return self._at(self.ticks.now())
+        return self.reading(0, 1)
 
-    def _at(self, t):
-        v = self.start + self.rate * t
+    def reading(self, ahead=0, step=0):
+        """The value `ahead` seconds from now (reads without a clock), without advancing:
+        what a state file keeps so that the meter never runs backwards after a restart.
+        (value() reads with step 1.)"""
+        v = self.start + self.rate * (_elapsed(self, step) + ahead)
         if isinstance(v, float) and v == int(v) and isinstance(self.start, int) \
                 and isinstance(self.rate, int):
             return int(v)
         return v
-
-    def reading(self, ahead=0):
-        """The value `ahead` seconds from now (reads without a clock), without advancing:
-        what a state file keeps so that the meter never runs backwards after a restart."""
-        ticks = self.ticks
-        t = ticks.clock() - ticks.t0 if ticks.clock is not None else ticks.reads
-        return self._at(t + ahead)
 
     def resume(self, value):
         """Go on counting from a reading kept from an earlier run, never backwards from
@@ -51,10 +50,7 @@ class Counter:
         now = self.reading()
         ahead = value > now if self.rate >= 0 else value < now
         self.start = value if ahead else now
-        self.ticks = _Ticks(self.ticks.clock)
-
-    def samples(self):
-        return [self.start, self.rate, self.start + self.rate]
+        _restart(self, self.clock)
 
 
 class Wander:
@@ -74,20 +70,12 @@ class Wander:
                 and start is None:
             self.x = (min + max) // 2
         self.state = (seed & 0xFFFFFFFF) or 1
-        self.ticks = _Ticks(clock)
+        _restart(self, clock)
         self.last = 0
         self.started = False
 
-    def _rand(self):
-        s = self.state
-        s ^= (s << 13) & 0xFFFFFFFF
-        s ^= s >> 17
-        s ^= (s << 5) & 0xFFFFFFFF
-        self.state = s
-        return s
-
     def value(self):
-        t = self.ticks.now()
+        t = _elapsed(self, 1)
         if not self.started:
             self.started = True
             self.last = t
@@ -98,11 +86,12 @@ class Wander:
         self.last += n
         if n > 1000:
             n = 1000
+        s = self.state
         while n:
-            if self._rand() & 1:
-                x = self.x + self.step
-            else:
-                x = self.x - self.step
+            s ^= (s << 13) & 0xFFFFFFFF   # xorshift32
+            s ^= s >> 17
+            s ^= (s << 5) & 0xFFFFFFFF
+            x = self.x + self.step if s & 1 else self.x - self.step
             if x > self.hi:
                 x = self.x - self.step
             if x < self.lo:
@@ -110,7 +99,5 @@ class Wander:
             if self.lo <= x <= self.hi:
                 self.x = x
             n -= 1
+        self.state = s
         return self.x
-
-    def samples(self):
-        return [self.lo, self.hi, self.step, self.x]

@@ -8,7 +8,7 @@ import time
 from mbus_core.codec.vif import medium_name
 from mbus_core.meter import Meter, manufacturer_text
 from mbus_core.codec.model import meters_from_config, demo_records
-from mbus_core.live_record import wrap_notes
+from mbus_core.notes import wrap_notes
 from mbus_core import slave as _slave
 from mbus_ports import state as _state
 

@@ -21,7 +21,7 @@
 import time
 
 from mbus_core.codec.model import ConfigError
-from mbus_core.live_record import meter_where
+from mbus_core.notes import meter_where
 from mbus_core.meter import key_end
 from mbus_core.slave import BAUD_RATES, DATA_LEN, lvar_length
 

@@ -25,7 +25,7 @@ try:
 except ImportError:  # CPython
     from mbus_ports.line import ticks_ms, ticks_diff, ticks_add, sleep_ms
 
-from mbus_core.live_record import wrap_notes
+from mbus_core.live_record import NEWLY_WRAPPED
 
 # the serving loop collects once this many bytes were allocated since the last collection,
 # so the heap in use never goes far past what the firmware keeps (see mem_report)
@@ -62,20 +62,6 @@ def _err(e):
     return "%s: %s" % (type(e).__name__, e)
 
 
-class Clock:
-    """Seconds since start for value generators, from ticks_ms without the wrap."""
-
-    def __init__(self):
-        self.t = ticks_ms()
-        self.s = 0.0
-
-    def __call__(self):
-        now = ticks_ms()
-        self.s += ticks_diff(now, self.t) / 1000
-        self.t = now
-        return self.s
-
-
 def drop_modules(names):
     """Drop modules so that their code and tables can be collected (what stays of them is
     their interned names): the start's (mbus_ports.upy_start), the state file's between
@@ -94,6 +80,7 @@ def drop_modules(names):
 
 
 STATE = ("mbus_ports.state",)   # loaded to read and to save the state file only
+NOTES = ("mbus_core.notes",)    # loaded to say that a counter wrapped only
 
 
 def mem_report():
@@ -123,24 +110,25 @@ class Firmware:
         upy_start = None
         drop_modules(names)
 
+    def clock(self):
+        """Seconds since start for value generators (fw.clock, a bound method: no class of
+        its own), from ticks_ms without the wrap; upy_start sets _t and _s."""
+        now = ticks_ms()
+        self._s += ticks_diff(now, self._t) / 1000
+        self._t = now
+        return self._s
+
     def _changed(self, slave, what):
         # called from inside bus.feed, before the reply goes out: only take note here
         if what in ("address", "id", "baud"):
             self._mark_dirty()
 
-    def _mark_dirty(self):
+    def _mark_dirty(self, rate=None):
+        # also the line's on_baud(rate): a new baud rate is saved like any other change
         if not self.dirty:
             self.dirty = True
             self.dirty_at = ticks_ms()
         self.line.tick_soon()
-
-    def _reserve(self, bound):
-        # a new message counter bound: on flash before any telegram passes it (a master
-        # rejects a counter it has seen; a restart must never repeat one)
-        self.persist()
-
-    def _baud(self, rate):
-        self._mark_dirty()
 
     def prepare_keys(self):
         """Mode 7: the ciphers of each meter's next telegram, built between requests;
@@ -150,19 +138,17 @@ class Firmware:
             if m.security.reserve_due:
                 self.line.tick_soon()
 
-    def _reserve_due(self):
-        for m in self.mode7:
-            if m.security.reserve_due:
-                return True
-        return False
-
     def housekeeping(self):
         """The line's on_tick, between frames: the deferred save of what a master
         changed, the periodic save of the counters' readings. Returns the ms until it is
         due again (None: nothing pending)."""
         # ticks, not self.clock(): a float per loop turn would churn the heap
         now = ticks_ms()
-        if self.dirty or self._reserve_due():
+        due = self.dirty
+        for m in self.mode7:   # a mode 7 counter bound that is due to move on
+            if m.security.reserve_due:
+                due = True
+        if due:
             wait = SAVE_QUIET_MS - self.line.quiet_ms()
             if wait > 0 and not (self.dirty and
                                  ticks_diff(now, self.dirty_at) >= SAVE_LATEST_MS):
@@ -180,8 +166,11 @@ class Firmware:
             left = ticks_diff(self.readings_due, now)
         return left
 
-    def persist(self):
-        """Save the settings when they differ from the saved ones (spares the flash)."""
+    def persist(self, bound=None):
+        """Save the settings when they differ from the saved ones (spares the flash). Also
+        mode 7's reserve(bound): a new message counter bound goes to flash before any
+        telegram passes it (a master rejects a counter it has seen; a restart must never
+        repeat one)."""
         self.dirty = False
         from mbus_ports import state
         try:
@@ -224,8 +213,12 @@ def run(board, steps=0, turn=None):
                 line.step()   # its on_tick (fw.housekeeping) saves what changed
                 if line.replies != replies:
                     replies = line.replies
-                    for note in wrap_notes(fw.meters):
-                        log(note)
+                    if NEWLY_WRAPPED[0]:   # a counter wrapped: say so, once
+                        from mbus_core.notes import wrap_notes
+                        for note in wrap_notes(fw.meters):
+                            log(note)
+                        wrap_notes = None
+                        drop_modules(NOTES)
                     fw.prepare_keys()
                     if fw.led is not None:
                         fw.led.value(replies & 1)

@@ -20,7 +20,7 @@ from mbus_core.bus import Bus
 from mbus_core.compiled import CompiledError, Stamp, meters_from_compiled
 from mbus_core.slave import BAUD_RATES
 from mbus_ports.line import LineServer
-from mbus_ports.upy_firmware import Clock, STATE, log, _err, drop_modules
+from mbus_ports.upy_firmware import STATE, log, _err, drop_modules
 
 try:
     from time import ticks_ms, ticks_add
@@ -49,11 +49,12 @@ DEMO = {"mbus_compiled": 1, "meters": [{
 COMPILED = ".mbus.json"
 
 # Dropped once the meters are built (upy_firmware.drop_modules): the compiled-form loader
-# (and the replayed meter's builder, loaded for such a meter only) and, where a board read
+# (and the replayed meter's builder, loaded for such a meter only, and mbus_core.notes,
+# which names a meter in its errors) and, where a board read
 # a meter description, the meter file reader and every codec module (the JSON model, the
 # record codec and its VIF tables, the compiler). The meters keep what they serve with
 # (mbus_core.live_record, .generators, .fields).
-START_MODULES = ("mbus_core.compiled", "mbus_core.replay")
+START_MODULES = ("mbus_core.compiled", "mbus_core.replay", "mbus_core.notes")
 # dropped by the firmware once build() returned: this module, and the boards' /board.json
 # loader (a board's make_port or wdt imports it again, should they be called later)
 LAST_MODULES = ("mbus_ports.upy_start", "mbus_boards.board_config")
@@ -185,7 +186,8 @@ def build(fw, board):
     cfg = _cfg(board)
     log("board %s, meter file %s, state file %s"
         % (getattr(board, "NAME", "?"), board.meter_path, board.state_path))
-    fw.clock = Clock()
+    fw._t = ticks_ms()   # fw.clock(): seconds since now
+    fw._s = 0.0
     meters = load_meters(board.meter_path, fw.clock)
     if "address" in cfg:
         meters[0].address = cfg["address"]
@@ -205,7 +207,7 @@ def build(fw, board):
     # ciphers after each reply (prepare_keys), not while answering
     fw.mode7 = [m for m in meters if m.security is not None and m.security.mode == 7]
     for m in fw.mode7:
-        m.security.reserve = fw._reserve
+        m.security.reserve = fw.persist
     fw.bus = Bus(meters)
     fw.bus.on_change = fw._changed
     drop_modules(START_MODULES + config_modules() + STATE)
@@ -213,7 +215,7 @@ def build(fw, board):
     fw.line = LineServer(fw.bus, fw.port, baud=baud,
                          reply_delay_ms=cfg.get("reply_delay_ms"),
                          baud_fallback_ms=cfg.get("baud_fallback_ms", 60000))
-    fw.line.on_baud = fw._baud
+    fw.line.on_baud = fw._mark_dirty
     fw.line.on_tick = fw.housekeeping
     fw.led = getattr(board, "led", None)
     fw.wdt = board.wdt() if hasattr(board, "wdt") else None

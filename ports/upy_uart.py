@@ -29,20 +29,6 @@ except ImportError:  # CPython (host tests of the adapter with a fake UART)
     def sleep_us(us):
         _time.sleep(us / 1000000)
 
-BITS_PER_CHAR = 11   # start + 8 data + parity + stop
-
-
-def char_us(baud):
-    """Time of one 8E1 character on the wire, in microseconds (rounded up)."""
-    return (BITS_PER_CHAR * 1000000 + baud - 1) // baud
-
-
-def char_timeout_ms(baud, gap_chars=2.5):
-    """The inter-character timeout for a baud rate: `gap_chars` characters, at least 2 ms
-    (the resolution of UART timeouts on most ports is 1 ms)."""
-    ms = int(gap_chars * char_us(baud) / 1000 + 0.999)
-    return ms if ms > 2 else 2
-
 
 class UartPort:
     """uart: a ready machine.UART-like object, or None to open machine.UART(uart_id, ...).
@@ -52,55 +38,44 @@ class UartPort:
 
     def __init__(self, uart=None, uart_id=0, baud=2400, tx=None, rx=None, tx_enable=None,
                  tx_active=1, poll_ms=20, gap_chars=2.5, rxbuf=512):
-        self.uart_id = uart_id
-        self.tx = tx
-        self.rx = rx
         self.poll_ms = poll_ms
         self.gap_chars = gap_chars
-        self.rxbuf = rxbuf
         self.tx_enable = tx_enable
         self.tx_active = 1 if tx_active else 0
         if tx_enable is not None:
             tx_enable.value(1 - self.tx_active)
-        self.baud = baud
-        self._char_us = char_us(baud)
         self._sent = 0        # bytes written since the last flush
         self._t_write = 0     # ticks_us of the first of them
-        if uart is None:
-            uart = self._open(baud)
-        else:
-            self._init(uart, baud)
+        uart = self._setup(baud, uart, uart_id, tx, rx, rxbuf)
         self.uart = uart
         self._mode = "flush" if hasattr(uart, "flush") else (
             "txdone" if hasattr(uart, "txdone") else "time")
 
-    # -- opening and configuring -------------------------------------------------------
-    def _kw(self, baud):
+    def _setup(self, baud, uart, uart_id=0, tx=None, rx=None, rxbuf=0):
+        """8E1 at `baud`, the read timeouts for it: `uart` set up again (its pins kept),
+        or (None) machine.UART(uart_id) opened on the pins tx, rx (None: the port's
+        default) with a receive buffer of rxbuf bytes where the port takes one. The
+        inter-character timeout is gap_chars characters, at least 2 ms (the resolution
+        of UART timeouts on most ports is 1 ms)."""
+        self.baud = baud
+        # one 8E1 character (start + 8 data + parity + stop bits) in microseconds,
+        # rounded up
+        self._char_us = (11 * 1000000 + baud - 1) // baud
+        ms = int(self.gap_chars * self._char_us / 1000 + 0.999)
         kw = {"baudrate": baud, "bits": 8, "parity": 0, "stop": 1,
-              "timeout": self.poll_ms, "timeout_char": char_timeout_ms(baud, self.gap_chars)}
-        if self.tx is not None:
-            kw["tx"] = self.tx
-        if self.rx is not None:
-            kw["rx"] = self.rx
-        return kw
-
-    def _open(self, baud):
+              "timeout": self.poll_ms, "timeout_char": ms if ms > 2 else 2}
+        if uart is not None:
+            uart.init(**kw)
+            return uart
         from machine import UART
-        kw = self._kw(baud)
-        kw["rxbuf"] = self.rxbuf
+        if tx is not None:
+            kw["tx"] = tx
+        if rx is not None:
+            kw["rx"] = rx
         try:
-            return UART(self.uart_id, **kw)
-        except (TypeError, ValueError):
-            del kw["rxbuf"]  # ports without a configurable receive buffer
-            return UART(self.uart_id, **kw)
-
-    def _init(self, uart, baud):
-        kw = self._kw(baud)
-        if "tx" in kw:  # the pins were given when the uart was made; keep them
-            del kw["tx"]
-        if "rx" in kw:
-            del kw["rx"]
-        uart.init(**kw)
+            return UART(uart_id, rxbuf=rxbuf, **kw)
+        except (TypeError, ValueError):   # ports without a configurable receive buffer
+            return UART(uart_id, **kw)
 
     # -- the port contract ---------------------------------------------------------------
     def readinto(self, buf):
@@ -154,9 +129,7 @@ class UartPort:
         if rate == self.baud:
             return
         self.flush()
-        self.baud = rate
-        self._char_us = char_us(rate)
-        self._init(self.uart, rate)
+        self._setup(rate, self.uart)
 
     def close(self):
         if self.tx_enable is not None:

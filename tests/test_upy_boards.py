@@ -382,7 +382,7 @@ def test_the_loader_and_the_start_are_dropped_while_serving(tmp_path, board):
     log, out, state = run_board(tmp_path, board, board_json={"tx_enable": 5})
     modules, pkg_has_loader = out_json(out, "STARTED")
     for name in ("mbus_boards.board_config", "mbus_ports.upy_start", "mbus_core.compiled",
-                 "mbus_ports.state"):
+                 "mbus_ports.state", "mbus_core.notes"):
         assert name not in modules, name
     assert not pkg_has_loader   # the package's attribute would keep it alive
     assert "mbus_boards.%s" % board in modules and "mbus_ports.upy_firmware" in modules

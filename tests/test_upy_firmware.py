@@ -249,6 +249,26 @@ def test_value_callback_that_raises_does_not_stop_the_meter(tmp_path):
     assert "Traceback" not in out
 
 
+def test_a_counter_that_wraps_is_logged_once_and_served_on(tmp_path):
+    # the note's module (mbus_core.notes) is loaded for it and dropped again on the board
+    path = tmp_path / "meter.json"
+    path.write_text(json.dumps({"address": 1, "records": [
+        {"dif": "01", "vif": "13", "value": {"counter": {"start": 100, "rate": 100}}}]}))
+    with Sim("--meter", str(path)) as sim:
+        raws = []
+        for fcb in (0, 1, 0, 1):
+            time.sleep(0.4)
+            raws.append(sim.request(1, fcb))
+        out = sim.stop()
+    assert all(raw and raw[0] == 0x68 for raw in raws), raws
+    volumes = [raw[-3] for raw in raws]   # the int8 data byte before CS 16
+    assert all(v < 128 for v in volumes) and volumes != sorted(volumes), volumes
+    notes = [ln for ln in out.splitlines() if "wrapped" in ln]
+    assert len(notes) == 1 and 'meter 1: record 1: the int8 counter left its range ' \
+        '-128..127' in notes[0], out
+    assert "Traceback" not in out and "error" not in out, out
+
+
 def test_memory_report_and_clean_stop():
     with Sim("--meter", WATER, "--mem-report") as sim:
         for fcb in (0, 1, 0, 1):

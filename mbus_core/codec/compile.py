@@ -6,7 +6,7 @@ from mbus_core import compiled as C
 from mbus_core.codec.datatypes import hexstr
 from mbus_core.codec.model import ConfigError, meters_from_config
 from mbus_core.generators import Counter, Wander
-from mbus_core.live_record import meter_where
+from mbus_core.notes import meter_where
 from mbus_core.meter import CI_LONG, manufacturer_spec
 
 

@@ -5,9 +5,19 @@
 import struct
 
 # the number encoders a board needs too live in the runtime
-from mbus_core.fields import (DATA_LEN, REAL32_MAX, int_range, int_encode,  # noqa: F401
-                              uint_encode, bcd_encode, real_encode, lvar_length,
-                              scale_value, number_field)
+from mbus_core.fields import (DATA_LEN, REAL32_MAX, int_encode, bcd_encode,  # noqa: F401
+                              lvar_length, scale_value, number_field)
+
+
+def int_range(n):
+    """(lo, hi) of an n-byte signed integer."""
+    half = 1 << (8 * n - 1)
+    return -half, half - 1
+
+
+def real_encode(value):
+    """A float -> real32 (type H) bytes; ValueError beyond its range."""
+    return number_field(0x5, value)
 
 
 # names of the data field codes, as a meter author writes them

@@ -5,7 +5,8 @@ from mbus_core.codec import records as R
 from mbus_core.codec import vif as vt
 from mbus_core import frame as F
 from mbus_core import meter as M
-from mbus_core.live_record import meter_where
+from mbus_core.notes import meter_where
+from mbus_core.compiled import source_samples
 from mbus_core.replay import replay_meter
 from mbus_core.codec.datatypes import _shown
 from mbus_core.codec.capture import capture_hex, is_reply
@@ -84,10 +85,8 @@ def record_from_config(rc, clock=None):
     if "value" not in rc and _has_data(rc):
         raise ValueError("a record needs a value (a number, a string or a generator)")
     src = make_value(rc.get("value", 0), clock)
-    samples = None
-    if hasattr(src, "samples"):
-        samples = src.samples()
-    elif callable(src):
+    samples = source_samples(src)
+    if samples is None and callable(src):
         samples = [0.001]
     res = rc.get("resolution")
     if res is not None and (not isinstance(res, (int, float)) or isinstance(res, bool)

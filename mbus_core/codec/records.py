@@ -7,8 +7,9 @@
 #   decode_user_data(app_data) -> dict  from the CI byte on (72, 7A, 78, 73, 70)
 from mbus_core.codec import datatypes as dt
 from mbus_core.codec.datatypes import parse_hex, encode_data  # noqa: F401
-from mbus_core.fields import scale_value, _round
+from mbus_core.fields import scale_value
 from mbus_core.live_record import Record
+from mbus_core.compiled import check_source
 from mbus_core.meter import manufacturer_text
 from mbus_core.codec import vif as vt
 
@@ -23,7 +24,12 @@ MAX_TEXT_VIF = 128
 
 class TypedRecord(Record):
     """A record of any kind (numbers, dates, times, text, binary data): the runtime's
-    Record sends numbers only, so that a board needs no date or text codings."""
+    Record sends numbers only, so that a board needs no date or text codings. A
+    generator's range is checked here (the runtime's Record leaves it to the loader)."""
+
+    def __init__(self, head, code, value=0, pow10=0, kind="num", name=None):
+        Record.__init__(self, head, code, value, pow10, kind, name)
+        check_source(self)
 
     def field(self, value):
         return encode_data(self.code, self.kind, value, self.pow10)
@@ -124,7 +130,7 @@ def _is_whole(v, pow10):
     if isinstance(v, int):
         return pow10 >= 0 or v % (10 ** -pow10) == 0
     x = v * 10 ** pow10 if pow10 >= 0 else v / (10 ** -pow10)
-    r = _round(x)
+    r = scale_value(x, 0)
     return abs(x - r) <= 1e-9 * (abs(x) if abs(x) > 1 else 1)
 
 

@@ -6,7 +6,8 @@ import json
 from mbus_core import compiled as C
 from mbus_core.codec import model
 from mbus_core.codec.compile import compile_config, compile_meters
-from mbus_core.live_record import Record, wrap_notes
+from mbus_core.live_record import Record
+from mbus_core.notes import wrap_notes
 from mbus_testutil import raises
 from test_model import load, telegrams
 

@@ -3,7 +3,7 @@
 # Plain functions, run by pytest and by `micropython tests/upy_run.py`.
 from mbus_core.codec import model
 from mbus_core.codec import records as R
-from mbus_core import live_record as RC
+from mbus_core import notes as RC
 from mbus_testutil import raises
 
 WHERE = 'meter 1 ("m1"): record 2: '

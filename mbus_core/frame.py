@@ -76,13 +76,11 @@ class FrameParser:
         self._n = 0
         self._rs_pos = self._rs_len = 0
 
-    @property
-    def busy(self):
+    def receiving(self):
         """True while part of a frame has been received."""
         return self._state != _HUNT or self._rs_pos < self._rs_len
 
-    @property
-    def pending(self):
+    def has_pending(self):
         """True while bytes already received wait to be searched for a frame: feed()
         returned a frame before it reached them. Call feed() again (with no new data if
         need be) until this is False, or a frame behind a broken one waits for the next

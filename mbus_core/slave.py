@@ -52,7 +52,7 @@ CMD_BAUD = const(7)         # command_arg: the new rate
 
 COUNT_MASK = const(0x3FFFFFFF)   # counters wrap here: small ints on every build
 
-# No properties on Slave (nor Bus): on MicroPython a class with a property or another
+# No properties on Slave (nor Bus, nor FrameParser): on MicroPython a class with a property or another
 # descriptor makes every attribute store on its instances look the class up first, which
 # made each of the dozen stores of a request cost about four times as much.
 class Slave:

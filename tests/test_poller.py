@@ -5,6 +5,8 @@ import socket
 
 import pytest
 
+from tests.hostutil import use_poller
+
 from mbus_ports.poller import READ, READ_ANY, WRITE, Poller
 
 
@@ -12,12 +14,7 @@ from mbus_ports.poller import READ, READ_ANY, WRITE, Poller
 def pair(request, monkeypatch):
     """(a Poller of that kind with socket a registered as "client", a, its peer b)."""
     kind = request.param
-    if kind in ("poll", "select"):
-        monkeypatch.delattr(select, "epoll", raising=False)
-    if kind == "select":
-        monkeypatch.delattr(select, "poll", raising=False)
-    if kind == "epoll" and not hasattr(select, "epoll"):
-        pytest.skip("no epoll here")
+    use_poller(kind, monkeypatch)
     p = Poller()
     a, b = socket.socketpair()
     p.register(a, "client")

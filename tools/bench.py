@@ -175,7 +175,7 @@ while True:
         if not n:
             break
         pos = 0
-        while pos < n or bus.parser.pending:
+        while pos < n or bus.parser.has_pending():
             pos = bus.feed(buf, pos, n)
             if bus.reply_len:
                 c.sendall(memoryview(bus.reply)[:bus.reply_len])

@@ -55,7 +55,7 @@ def replies(bus, data, chunks=None):
         k += 1
         end = pos + size if pos + size < total else total
         p = pos
-        while p < end or bus.parser.pending:
+        while p < end or bus.parser.has_pending():
             p = bus.feed(data, p, end)
             if bus.reply_len:
                 out.append(bytes(bus.reply[:bus.reply_len]))
@@ -71,7 +71,7 @@ def feed_cuts(bus, data, cuts):
     start = 0
     for end in points:
         pos = start
-        while pos < end or bus.parser.pending:
+        while pos < end or bus.parser.has_pending():
             pos = bus.feed(data, pos, end)
             if bus.reply_len:
                 out.append(bytes(bus.reply[:bus.reply_len]))

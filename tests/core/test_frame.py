@@ -125,9 +125,9 @@ def test_resync_after_broken_frame_and_following_frames():
 def test_idle_drops_half_frame():
     p = frame.FrameParser()
     p.feed(LONG_SELECT, 0, 6)
-    assert p.busy
+    assert p.receiving()
     p.idle()
-    assert not p.busy
+    assert not p.receiving()
     pos = p.feed(LONG_SELECT, 6, len(LONG_SELECT))
     assert pos == len(LONG_SELECT) and p.kind == 0
     p.feed(SHORT_NKE)
@@ -175,7 +175,7 @@ def test_whole_short_frame_leaves_the_parser_as_bytes_do():
     # be what five single bytes leave
     def state(p):
         return (p.kind, p.c, p.a, p.ci, p.data_start, p.data_end, p.frames, p.errors,
-                p.busy, p.pending, bytes(p.buf[:5]))
+                p.receiving(), p.has_pending(), bytes(p.buf[:5]))
     for data in (h("10 7B FE 79 16"), h("10 5B 03 5E 16 10 7B 03 7E 16"),
                  h("10 5B 03 00 16 10 7B 03 7E 16"), h("10 5B 03 5E 15 68")):
         whole, single = frame.FrameParser(), frame.FrameParser()

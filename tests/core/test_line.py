@@ -77,7 +77,7 @@ def test_baud_switch_kept_when_master_talks_at_new_rate():
 
 def test_idle_gap_drops_half_frame():
     line, port = run([h("10 5B 03")], idle_ms=0)
-    assert not line.bus.parser.busy
+    assert not line.bus.parser.receiving()
     assert port.written == []
 
 
@@ -97,4 +97,4 @@ def test_frames_found_in_rescanned_bytes_are_all_answered():
     line, port = run([chunk])
     assert len(port.written) == 2, port.written
     assert port.written[0][6] == 0x72 and port.written[1] == h("E5")
-    assert not line.bus.parser.busy
+    assert not line.bus.parser.receiving()

@@ -47,7 +47,7 @@ def test_a_half_frame_makes_its_idle_gap_the_deadline():
     port = WaitingPort([h("10 5B")])
     line = LineServer(demo_bus(), port, reply_delay_ms=0, idle_ms=200)
     line.step()
-    assert port.timeouts[0] is None and line.bus.parser.busy
+    assert port.timeouts[0] is None and line.bus.parser.receiving()
     line.step()
     t = port.timeouts[1]
     assert t is not None and 0 < t <= 200, t

@@ -8,6 +8,7 @@ import time
 from mbus_core.codec.vif import medium_name
 from mbus_core.meter import Meter, manufacturer_text
 from mbus_core.codec.model import meters_from_config, demo_records
+from mbus_core.live_record import NEWLY_WRAPPED
 from mbus_core.notes import wrap_notes
 from mbus_core import slave as _slave
 from mbus_ports import state as _state
@@ -152,19 +153,26 @@ class StateKeeper:
         """After each reply: persist what changed, log counters that wrapped (once),
         build the next ciphers of the meter that answered (mode 7) and move its counter
         bound on (off the request path, as a board does). Only that meter's: the others
-        sent nothing, and a bus of 250 meters would pay for all of them every time."""
-        self.flush()
-        for note in wrap_notes(self.meters):
-            log.warning(note)
-        if self.bus is None:
-            answered = self.meters
-        else:
-            s = self.bus.responder
-            answered = (s.meter,) if s is not None else ()
-        for m in answered:
-            if m.security is not None:
-                m.security.prepare(m)
-                m.security.reserve_early()   # a counter bound due to move on: now
+        sent nothing, and a bus of 250 meters would pay for all of them every time.
+        After most replies none of this has work to do: it then costs a few tests (over
+        TCP it runs after every request)."""
+        if self.dirty:
+            self.flush()
+        if NEWLY_WRAPPED[0]:
+            for note in wrap_notes(self.meters):
+                log.warning(note)
+        bus = self.bus
+        if bus is None:
+            for m in self.meters:
+                if m.security is not None:
+                    self._prepare(m)
+        elif bus.responder is not None and bus.responder.meter.security is not None:
+            self._prepare(bus.responder.meter)
+
+    @staticmethod
+    def _prepare(m):
+        m.security.prepare(m)
+        m.security.reserve_early()   # a counter bound due to move on: now
 
     def tick(self):
         """Called by the run loop (on_tick): the periodic save of the readings. Returns

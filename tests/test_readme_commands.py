@@ -15,6 +15,7 @@ import os
 import re
 import select
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -229,7 +230,7 @@ def test_readme_tcp_section_commands(tcp_factory, tmp_path):
     of "M-Bus over TCP"."""
     text = readme()
     section = text[text.index("## M-Bus over TCP"):text.index("## Raspberry Pi")]
-    (block,) = [b for b in shell_blocks(section) if "python -c" in b]
+    (block,) = [b for b in shell_blocks(section) if "mbus-tcp-scan" in b]
     lines = [ln.split("  #")[0].strip() for ln in block.splitlines()]
     (slave,) = [ln for ln in lines if ln.startswith("mbus-slave ")]
     (py,) = [ln for ln in lines if ln.startswith("python -c ")]
@@ -239,6 +240,30 @@ def test_readme_tcp_section_commands(tcp_factory, tmp_path):
     code = shlex.split(py)[2].replace(":20000", ":%d" % s.port)
     res = run_python(code, tmp_path)
     assert res.returncode == 0 and res.stdout.strip() == r"b'\xe5'", res
+
+
+def test_readme_tcp_system_calls_per_request(tmp_path):
+    """The strace block of "M-Bus over TCP", as written (another port, another file):
+    1000 requests cost about 1000 each of epoll_wait, recvfrom and sendto."""
+    if not shutil.which("strace"):
+        pytest.skip("needs strace (Debian: apt-get install strace)")
+    text = readme()
+    section = text[text.index("## M-Bus over TCP"):text.index("## Raspberry Pi")]
+    (block,) = [b for b in shell_blocks(section) if "strace -c" in b]
+    with socket.socket() as probe:   # a port free now
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    calls = tmp_path / "calls.txt"
+    script = block.replace("20000", str(port)).replace("/tmp/calls.txt", str(calls))
+    res = subprocess.run(["bash", "-c", script], cwd=ROOT, capture_output=True, text=True,
+                         timeout=120)
+    counts = dict((m.group(2), int(m.group(1))) for m in
+                  re.finditer(r"^\s*[\d.]+\s+[\d.]+\s+\d+\s+(\d+)\s+(?:\d+\s+)?(\w+)$",
+                              res.stdout, re.M))
+    if not counts and "Operation not permitted" in res.stdout + res.stderr:
+        pytest.skip("strace may not attach here (ptrace not permitted)")
+    for call in ("epoll_wait", "recvfrom", "sendto"):
+        assert 1000 <= counts.get(call, 0) <= 1010, (counts, res.stdout[-800:], res.stderr)
 
 
 # -- the MicroPython simulator ---------------------------------------------------------

@@ -18,7 +18,6 @@ FCV = const(0x10)
 _FUNC_SND_UD = const(0x03)
 _FUNC_REQ_UD1 = const(0x0A)
 _FUNC_REQ_UD2 = const(0x0B)
-# C field (slave to master): RSP_UD, ACD (mbus_core.frame)
 
 # Addresses
 ADDR_NETWORK = const(253)     # the slave selected by secondary address
@@ -52,9 +51,9 @@ CMD_BAUD = const(7)         # command_arg: the new rate
 
 COUNT_MASK = const(0x3FFFFFFF)   # counters wrap here: small ints on every build
 
-# No properties on Slave (nor Bus, nor FrameParser): on MicroPython a class with a property or another
-# descriptor makes every attribute store on its instances look the class up first, which
-# made each of the dozen stores of a request cost about four times as much.
+# No properties on Slave (nor on Bus and FrameParser): on MicroPython a class with a
+# property or another descriptor makes every attribute store on its instances look the
+# class up first, which made each of the dozen stores of a request cost four times as much.
 class Slave:
     """One meter on the line.
 

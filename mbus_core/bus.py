@@ -40,7 +40,8 @@ class Bus:
         # the address a frame is for, gate.admit(slave, p) -> False: the slave never heard
         # it, gate.reply(slave, p, n) -> the size of the reply it left in slave.reply
         self.gate = None
-        self.wire = None   # a WireReceiver with set_wire_collisions() (not on boards)
+        # a WireReceiver: wire_collision.set_wire_collisions(bus) (not on boards)
+        self.wire = None
         for m in meters:
             self.add(m)
 
@@ -104,21 +105,6 @@ class Bus:
         if parser.kind:
             self._dispatch(parser)
         return pos
-
-    def set_wire_collisions(self, on=True):
-        """Overlapping replies of different lengths as a UART receives them: the later
-        one starts WIRE_SKEW_BITS after the first (two meters never start a reply on the
-        same bit), the line carries the AND of the bit streams, and each character is
-        sampled from its start bit: framing and parity errors, garbage bytes. Replies of
-        the same length stay bit-aligned (the plain AND, parity checked). Its own
-        module (mbus_core.wire_collision): a board that never asks for it never loads it.
-        bus.wire.framing_errors and .parity_errors count what the UART saw."""
-        self.wire = None
-        if on:
-            from mbus_core.wire_collision import WireReceiver
-            self.wire = WireReceiver()
-            if self.tx is None:
-                self.tx = bytearray(_frame.MAX_FRAME + 1)
 
     def _dispatch(self, p):
         gate = self.gate

@@ -238,15 +238,6 @@ def write_ack(buf):
     return 1
 
 
-def write_short(buf, c, a):
-    buf[0] = SHORT_START
-    buf[1] = c
-    buf[2] = a
-    buf[3] = (c + a) & 0xFF
-    buf[4] = STOP
-    return 5
-
-
 def write_long_header(buf, c, a, ci, data_len):
     """Write 68 L L 68 C A CI; the caller puts data_len bytes at offset 7, then calls
     finish_long(). Returns the offset of the user data (7)."""
@@ -261,26 +252,3 @@ def finish_long(buf):
     buf[last] = checksum(buf, 4, last)
     buf[last + 1] = STOP
     return last + 2
-
-
-def write_long(buf, c, a, ci, data=b""):
-    """Build a complete control (no data) or long frame in buf; return its size."""
-    n = len(data)
-    if n > 252:
-        raise ValueError("user data longer than 252 bytes")
-    write_long_header(buf, c, a, ci, n)
-    i = 0
-    while i < n:
-        buf[7 + i] = data[i]
-        i += 1
-    return finish_long(buf)
-
-
-def build(kind, c, a, ci=0, data=b""):
-    """Convenience for tests and tools: a frame as bytes."""
-    buf = bytearray(MAX_FRAME)
-    if kind == SHORT:
-        n = write_short(buf, c, a)
-    else:
-        n = write_long(buf, c, a, ci, data)
-    return bytes(buf[:n])

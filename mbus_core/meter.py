@@ -17,8 +17,8 @@ except ImportError:  # CPython
 
 CI_LONG = const(0x72)   # variable data, 12-byte header
 CI_LONG_MSB = const(0x76)  # the same, most significant byte first (replays only)
-CI_SHORT = const(0x7A)  # variable data, 4-byte header
-CI_NONE = const(0x78)   # variable data, no header
+_CI_SHORT = const(0x7A)  # variable data, 4-byte header
+_CI_NONE = const(0x78)   # variable data, no header
 CI_FIXED = const(0x73)  # fixed data structure
 CI_ERROR = const(0x70)  # application error
 
@@ -26,7 +26,7 @@ MAX_USER_DATA = const(252)  # bytes after CI in a long frame (L = 255)
 MORE_RECORDS_BYTE = b"\x1f"  # DIF 1F: more records follow in the next telegram
 # Status byte (EN 13757-3): bits 0-1 application status, 2 power low, 3 permanent
 # error, 4 temporary error.
-STATUS_TEMPORARY_ERROR = const(0x10)
+_STATUS_TEMPORARY_ERROR = const(0x10)
 # the data headers, written in one call: CI, ID (4 BCD bytes), manufacturer, version,
 # medium, access number, status, signature (CI 72); CI, access, status, signature (CI 7A)
 _HEAD_LONG = "<B4sHBBBBH"
@@ -127,13 +127,6 @@ def key_end(rec, start=0, end=-1):
     return i
 
 
-def record_key(rec, start=0, end=-1):
-    """(key_end, data_start) of the record at rec[start:]: both where its DIB and VIB
-    end (see key_end)."""
-    i = key_end(rec, start, end)
-    return i, i
-
-
 def _dib_end(rec, start):
     i = start + 1
     while rec[i - 1] & 0x80 and i < len(rec):
@@ -173,7 +166,7 @@ class Meter:
             raise ValueError("id must have at most 8 decimal digits")
         if not 0 <= address <= 250:
             raise ValueError("primary address must be 0..250")
-        if ci not in (CI_LONG, CI_SHORT, CI_NONE, CI_FIXED):
+        if ci not in (CI_LONG, _CI_SHORT, _CI_NONE, CI_FIXED):
             raise ValueError("reply CI must be 72, 7A, 78 or 73")
         self.id_bytes = bytearray(4)    # the ID as sent: 4 BCD bytes, least significant first
         self.id = id
@@ -258,7 +251,7 @@ class Meter:
         ci = self.ci
         if ci == CI_LONG:
             return 12
-        if ci == CI_SHORT:
+        if ci == _CI_SHORT:
             return 4
         return 0
 
@@ -295,9 +288,9 @@ class Meter:
                 continue
             parts.append(enc)
         if failed:
-            self.status |= STATUS_TEMPORARY_ERROR
+            self.status |= _STATUS_TEMPORARY_ERROR
         elif self._flagged:
-            self.status &= ~STATUS_TEMPORARY_ERROR & 0xFF
+            self.status &= ~_STATUS_TEMPORARY_ERROR & 0xFF
         self._flagged = failed
         self._layout(parts)
         self.stale = dynamic   # a dynamic record: its value may differ next time
@@ -445,7 +438,7 @@ class Meter:
                       access, status, sig)
             total += self._id_sum + (man & 0xFF) + (man >> 8) + version + medium
             pos += 13
-        elif ci != CI_NONE:   # CI 7A
+        elif ci != _CI_NONE:   # CI 7A
             pack_into(_HEAD_SHORT, buf, pos, ci, access, status, sig)
             pos += 5
         else:   # no header

@@ -32,10 +32,10 @@ CI_SELECT_MSB = const(0x56)
 CI_BAUD_FIRST = const(0xB8)
 
 # Application error codes (CI 70 replies)
-ERR_UNSPECIFIED = const(0x00)
-ERR_UNIMPLEMENTED_CI = const(0x01)
-ERR_PREMATURE_END = const(0x04)
-ERR_BUSY = const(0x08)
+_ERR_UNSPECIFIED = const(0x00)
+_ERR_UNIMPLEMENTED_CI = const(0x01)
+_ERR_PREMATURE_END = const(0x04)
+_ERR_BUSY = const(0x08)
 
 BAUD_RATES = (300, 600, 1200, 2400, 4800, 9600, 19200, 38400)
 
@@ -49,7 +49,7 @@ CMD_IDENTITY = const(6)
 CMD_BAUD = const(7)         # command_arg: the new rate
 
 
-COUNT_MASK = const(0x3FFFFFFF)   # counters wrap here: small ints on every build
+_COUNT_MASK = const(0x3FFFFFFF)   # counters wrap here: small ints on every build
 
 # No properties on Slave (nor on Bus and FrameParser): on MicroPython a class with a
 # property or another descriptor makes every attribute store on its instances look the
@@ -134,7 +134,7 @@ class Slave:
         fcb = c & FCB
         again = fcb == self._fcb and func == self._func and self._rsp_len > 0
         if again:
-            self.repeats = (self.repeats + 1) & COUNT_MASK
+            self.repeats = (self.repeats + 1) & _COUNT_MASK
         self._fcb = fcb
         self._func = func
         return again
@@ -146,7 +146,7 @@ class Slave:
         self.reply = self.tx
         if not self.present:
             return 0   # off the bus: no reply, no state change
-        self.requests = (self.requests + 1) & COUNT_MASK
+        self.requests = (self.requests + 1) & _COUNT_MASK
         c = p.c
         func = c & 0x0F
         n = 0
@@ -163,7 +163,7 @@ class Slave:
             self._repeat(c, _FUNC_SND_UD)
             n = self._snd_ud(p)
         if n:
-            self.replies = (self.replies + 1) & COUNT_MASK
+            self.replies = (self.replies + 1) & _COUNT_MASK
         return n
 
     def _ack(self):
@@ -186,7 +186,7 @@ class Slave:
                 return self._rsp_len   # the last reply again, unchanged
             index = self._cur          # the same telegram, current values
         elif self.busy:
-            return self._write_error(ERR_BUSY)
+            return self._write_error(_ERR_BUSY)
         elif self._error >= 0:
             code = self._error
             self._error = -1
@@ -211,7 +211,7 @@ class Slave:
     def _write_error(self, code):
         """A CI 70 reply (application error `code`), kept for a repeat."""
         tx = self.tx
-        self.errors = (self.errors + 1) & COUNT_MASK
+        self.errors = (self.errors + 1) & _COUNT_MASK
         _frame.write_long_header(tx, _frame.RSP_UD, self.meter.address, CI_ERROR, 1)
         tx[7] = code
         self._cur = -1
@@ -293,7 +293,7 @@ class Slave:
             return self._ack()
         if CI_BAUD_FIRST <= ci <= CI_BAUD_FIRST + 7:
             if self.read_only:
-                self._error = ERR_UNSPECIFIED
+                self._error = _ERR_UNSPECIFIED
             else:
                 self.new_baud = BAUD_RATES[ci - CI_BAUD_FIRST]
                 self._did(CMD_BAUD, self.new_baud)
@@ -304,7 +304,7 @@ class Slave:
             return self._ack()
         # A valid frame with a CI we do not implement: acknowledged at the link layer,
         # reported as "unimplemented CI" in the next RSP_UD (EN 13757-3 CI 70).
-        self._error = ERR_UNIMPLEMENTED_CI
+        self._error = _ERR_UNIMPLEMENTED_CI
         return self._ack()
 
     def _data_send(self, d, s, e):
@@ -329,7 +329,7 @@ class Slave:
                 break
             data_at = key_end(d, i, e)
             if data_at > e:
-                self._error = ERR_PREMATURE_END
+                self._error = _ERR_PREMATURE_END
                 return
             field = dif & 0x0F
             if field == 0x08:  # selection for readout
@@ -341,15 +341,15 @@ class Slave:
             size = DATA_LEN[field]
             if field == 0x0D:  # LVAR: text, BCD or binary of the length it gives
                 if data_at >= e:
-                    self._error = ERR_PREMATURE_END
+                    self._error = _ERR_PREMATURE_END
                     return
                 kind, size = lvar_length(d[data_at])
                 if kind is None:
-                    self._error = ERR_UNSPECIFIED  # a reserved LVAR: cannot walk on
+                    self._error = _ERR_UNSPECIFIED  # a reserved LVAR: cannot walk on
                     return
                 size += 1
             if data_at + size > e:
-                self._error = ERR_PREMATURE_END
+                self._error = _ERR_PREMATURE_END
                 return
             self._write_record(d, i, data_at, size)
             i = data_at + size
@@ -380,11 +380,11 @@ class Slave:
         else:
             # Not writable here, set date/time (04 6D) included: the meter has no clock
             # of its own to set, so the master learns it from a CI 70 error.
-            self._error = ERR_UNSPECIFIED
+            self._error = _ERR_UNSPECIFIED
 
     def _set_address(self, address):
         if self.read_only or not 0 <= address <= 250:
-            self._error = ERR_UNSPECIFIED
+            self._error = _ERR_UNSPECIFIED
             return
         old = self.meter.address
         self.meter.address = address
@@ -396,7 +396,7 @@ class Slave:
         """Set ID (4 BCD bytes at d[at:]) and with `full` manufacturer, version, medium."""
         ident = bcd_bytes_value(d, at, 4)
         if self.read_only or ident < 0:
-            self._error = ERR_UNSPECIFIED
+            self._error = _ERR_UNSPECIFIED
             return
         meter = self.meter
         meter.id = ident

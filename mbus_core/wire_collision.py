@@ -1,4 +1,4 @@
-# Collisions as a wire shows them (Bus.set_wire_collisions): where meters answer at once
+# Collisions as a wire shows them (set_wire_collisions(bus)): where meters answer at once
 # with replies of different lengths, the later one starts a few bits after the first (two
 # meters never start on the same bit), the line carries the AND of the bit streams (a 0
 # from anyone wins), and a level converter's UART samples each character from its start
@@ -78,3 +78,18 @@ def _bit(buf, n, pos):
 
 def _level(a, m, b, n, skew, pos):
     return _bit(a, m, pos) & _bit(b, n, pos - skew)
+
+
+def set_wire_collisions(bus, on=True):
+    """Overlapping replies of different lengths on `bus` as a UART receives them: the
+    later one starts WIRE_SKEW_BITS after the first (two meters never start a reply on the
+    same bit), the line carries the AND of the bit streams, and each character is sampled
+    from its start bit: framing and parity errors, garbage bytes. Replies of the same
+    length stay bit-aligned (the plain AND, parity checked). bus.wire.framing_errors and
+    .parity_errors count what the UART saw. (Not a Bus method: a board that never asks
+    for it keeps neither this module nor the code that loads it.)"""
+    bus.wire = None
+    if on:
+        bus.wire = WireReceiver()
+        if bus.tx is None:
+            bus.tx = bytearray(MAX_FRAME + 1)

@@ -157,7 +157,8 @@ def _quirks_setup(args, quirks, bus, device, is_tcp):
     """Quirks and wire collisions onto the bus (before the faults attach: the quirks are
     the bus's first gate)."""
     if args.collisions == "wire":
-        bus.set_wire_collisions(True)
+        from mbus_core.wire_collision import set_wire_collisions
+        set_wire_collisions(bus)
         log.info("  Collisions:      as a UART receives them (replies of different "
                  "lengths: garbage bytes)")
     if quirks is None:

@@ -94,7 +94,7 @@ def _telegram(values, more=True):
     recs = "".join("0413" + v.to_bytes(4, "little").hex() for v in values)
     user = bytes.fromhex("72 78563412 7452 01 00 00 00 0000 " + recs
                          + ("1F" if more else ""))
-    return FR.Telegram(FR.F.build(FR.F.LONG, 0x08, 3, user[0], user[1:]))
+    return FR.Telegram(FR.frame_build.build(FR.F.LONG, 0x08, 3, user[0], user[1:]))
 
 
 def test_position_by_heads_then_by_data():

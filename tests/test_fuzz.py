@@ -12,6 +12,7 @@ import os
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from mbus_core import frame
+from mbus_core.codec import frame_build
 from mbus_core.codec import records as R
 from mbus_core.codec import model
 from mbus_core.bus import Bus
@@ -144,7 +145,7 @@ def test_valid_snd_ud_frames(frames, cuts):
     bus = fuzz_bus()
     single = Bus([demo_meter()])
     for c, a, ci, data in frames:
-        f = frame.build(frame.LONG, c, a, ci, data)
+        f = frame_build.build(frame.LONG, c, a, ci, data)
         for r in feed(bus, f, cuts):
             assert r == h("E5")       # SND_UD is acknowledged or left unanswered
         feed(single, f, cuts)
@@ -162,7 +163,7 @@ def test_valid_snd_ud_frames(frames, cuts):
 @given(snd_ud(), st.data(), st.lists(st.integers(0, 300), max_size=5))
 def test_broken_snd_ud_frames(good, data, cuts):
     c, a, ci, payload = good
-    broken = breakage(data.draw, frame.build(frame.LONG, c, a, ci, payload))
+    broken = breakage(data.draw, frame_build.build(frame.LONG, c, a, ci, payload))
     bus = fuzz_bus()
     out = feed(bus, broken, cuts)
     if not embedded_frame(broken):
@@ -178,7 +179,7 @@ def test_noise_then_valid_frame(noise, good, cuts):
     feed(bus, noise, cuts)
     bus.idle()
     c, a, ci, payload = good
-    feed(bus, frame.build(frame.LONG, c, a, ci, payload), cuts)
+    feed(bus, frame_build.build(frame.LONG, c, a, ci, payload), cuts)
     bus.idle()
     assert feed(bus, NKE_254, cuts) == [h("E5")]
 

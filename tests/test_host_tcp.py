@@ -10,6 +10,7 @@ import pytest
 import meterbus
 
 from mbus_core import frame
+from mbus_core.codec import frame_build
 
 from tests.hostutil import (ping, req_ud2, select, send, recv, values, ident,
                             frame_hex, short, SILENCE_TIMEOUT, REPLY_TIMEOUT)
@@ -221,12 +222,12 @@ def test_scripted_session_link_state_shared_addresses_alarm_live_values(tcp_fact
     s = tcp_factory("--bus", str(bus))
     with s.master() as ser:
         assert _rsp(ser, short(0x7B, 5))[5] == 5
-        send(ser, frame.build(frame.LONG, 0x73, 5, 0x51, b"\x01\x7a\x07"))
+        send(ser, frame_build.build(frame.LONG, 0x73, 5, 0x51, b"\x01\x7a\x07"))
         assert recv(ser, REPLY_TIMEOUT) == b"\xe5"
         moved = _rsp(ser, short(0x7B, 7))   # the same FCB as the read before
         assert moved[5] == 7 and moved[15] == 1, frame_hex(moved)
 
-        send(ser, frame.build(frame.LONG, 0x53, 3, 0x51, b"\x01\x7a\x09"))
+        send(ser, frame_build.build(frame.LONG, 0x53, 3, 0x51, b"\x01\x7a\x09"))
         assert recv(ser, REPLY_TIMEOUT) == b"\xe5"       # three E5 on the wire: one E5
         send(ser, short(0x40, 3))
         assert recv(ser, SILENCE_TIMEOUT) is None, "a meter stayed at address 3"

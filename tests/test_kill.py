@@ -16,6 +16,7 @@ import time
 import pytest
 
 from mbus_core import frame
+from mbus_core.codec import frame_build
 
 pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
 
@@ -74,7 +75,7 @@ def test_sigkill_during_address_changes_never_corrupts_the_state(tmp_path):
                 r = read_reply(s)
                 assert len(r) > 6 and r[5] == current, (round_, current, r.hex())
                 new = rnd.choice([a for a in range(1, 251) if a != current])
-                s.sendall(frame.build(frame.LONG, 0x53, current, 0x51, bytes((0x01, 0x7A, new))))
+                s.sendall(frame_build.build(frame.LONG, 0x53, current, 0x51, bytes((0x01, 0x7A, new))))
                 acked = False
                 how = round_ % 3
                 if how == 0:            # kill right away: before, during or after the save

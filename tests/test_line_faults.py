@@ -17,6 +17,7 @@ import meterbus
 
 from mbus_core.bus import Bus
 from mbus_core.codec.model import meters_from_config
+from mbus_core.wire_collision import set_wire_collisions
 from mbus_ports.faults import parse_fault_spec
 from tests.hostutil import (micropython_exe, frame_hex, ping, recv, send, short, usage_error,
                             SILENCE_TIMEOUT)
@@ -246,7 +247,7 @@ def test_collision_of_two_replies(slave_factory, tmp_path, mode):
 def test_wire_collision_counts_errors_in_the_core():
     one, two = _alone(0), _alone(1)
     bus = Bus(meters_from_config(BUS))
-    bus.set_wire_collisions(True)
+    set_wire_collisions(bus)
     bus.feed(short(0x5B, 5))
     assert bytes(bus.reply[:bus.reply_len]) == _uart_receive(one, two, 5)
     assert bus.wire.framing_errors + bus.wire.parity_errors > 0 and bus.collisions == 1
@@ -350,9 +351,10 @@ import upy_run
 import micropython
 from mbus_testutil import demo_meter, many_records_meter, h
 from mbus_core.bus import Bus
+from mbus_core.wire_collision import set_wire_collisions
 
 bus = Bus([demo_meter(address=5), many_records_meter(3, address=5, id=87654321)])
-bus.set_wire_collisions(True)
+set_wire_collisions(bus)
 req = h("10 5B 05 60 16")
 nke = h("10 40 05 45 16")
 reqs = (req, nke, req)   # built before the lock: a tuple made in the loop allocates

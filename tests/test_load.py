@@ -13,6 +13,7 @@ import time
 import pytest
 
 from mbus_core import frame
+from mbus_core.codec import frame_build
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
                                 reason="reads /proc/PID/status")
@@ -161,7 +162,7 @@ def test_bad_clients_cost_the_good_ones_nothing(server):
 
     def mid_frame():
         rnd = random.Random(1)
-        f = frame.build(frame.LONG, 0x53, 1, 0x51, bytes(range(40)))
+        f = frame_build.build(frame.LONG, 0x53, 1, 0x51, bytes(range(40)))
         while not stop.is_set():
             with connect(port) as s:
                 s.sendall(f[:rnd.randint(1, len(f) - 1)])

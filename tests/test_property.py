@@ -3,6 +3,7 @@ frame with a bad checksum is never answered, and a valid request after garbage i
 from hypothesis import given, settings, strategies as st, HealthCheck
 
 from mbus_core import frame
+from mbus_core.codec import frame_build
 from mbus_core.bus import Bus
 from tests.core.mbus_testutil import demo_meter, h, many_records_meter, feed_cuts as feed_chunks
 
@@ -11,8 +12,8 @@ REQUESTS = [
     h("10 40 FD 3D 16"), h("68 0B 0B 68 73 FD 52 78 56 34 12 FF FF FF FF D2 16"),
     h("10 5B FD 58 16"), h("68 03 03 68 53 03 50 A6 16"),
     h("68 06 06 68 53 03 51 01 7A 07 29 16"), h("68 03 03 68 53 03 BD 13 16"),
-    frame.build(frame.LONG, 0x53, 3, 0x51, h("08 FD 49 7F 0C 79 21 43 65 87")),
-    frame.build(frame.LONG, 0x53, 0xFE, 0x51, h("04 6D 19 0F 8A 17")),
+    frame_build.build(frame.LONG, 0x53, 3, 0x51, h("08 FD 49 7F 0C 79 21 43 65 87")),
+    frame_build.build(frame.LONG, 0x53, 0xFE, 0x51, h("04 6D 19 0F 8A 17")),
 ]
 
 

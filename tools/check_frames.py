@@ -2,6 +2,7 @@
 # rules, each problem in words), and a telegram as the checks see it (EN 13757-3).
 from mbus_core.codec import datatypes as dt
 from mbus_core import frame as F
+from mbus_core.codec import frame_build
 from mbus_core.codec import records as R
 from mbus_core.codec import vif as vt
 from mbus_core.meter import manufacturer_text
@@ -20,15 +21,15 @@ DATA_CIS = (0x72, 0x7A, 0x78, 0x73)
 
 # -- requests --------------------------------------------------------------------------
 def snd_nke(a):
-    return F.build(F.SHORT, SND_NKE, a)
+    return frame_build.build(F.SHORT, SND_NKE, a)
 
 
 def req_ud2(a, fcb):
-    return F.build(F.SHORT, 0x7B if fcb else 0x5B, a)
+    return frame_build.build(F.SHORT, 0x7B if fcb else 0x5B, a)
 
 
 def snd_ud(a, ci, data=b"", fcb=0):
-    return F.build(F.LONG, 0x73 if fcb else 0x53, a, ci, data)
+    return frame_build.build(F.LONG, 0x73 if fcb else 0x53, a, ci, data)
 
 
 def baud_switch(a, rate):

@@ -374,7 +374,7 @@ def ext_end(data, i, end, ext, limit):
     """Walk the extension bytes (DIFEs after a DIF, VIFEs after a VIF) that start at
     data[i]: while `ext` (the byte before has bit 7 set) one more follows. -> the position
     after the last one; -1 when `end` comes first, -2 when more than `limit` follow.
-    The codec's one DIF/VIF walker (the runtime's is mbus_core.meter.record_key)."""
+    The codec's one DIF/VIF walker (the runtime's is mbus_core.meter.key_end)."""
     n = 0
     while ext:
         if i >= end:

@@ -1,5 +1,6 @@
 # Helpers shared by the core tests (CPython and MicroPython alike).
 from mbus_core import frame
+from mbus_core.codec import frame_build
 from mbus_core.bus import Bus
 from mbus_core.meter import Meter
 
@@ -23,11 +24,11 @@ def hexs(data):
 
 
 def short(c, a):
-    return frame.build(frame.SHORT, c, a)
+    return frame_build.build(frame.SHORT, c, a)
 
 
 def long(c, a, ci, data=b""):
-    return frame.build(frame.LONG, c, a, ci, data)
+    return frame_build.build(frame.LONG, c, a, ci, data)
 
 
 class Lcg:

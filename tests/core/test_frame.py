@@ -1,6 +1,7 @@
 # Link layer: the frame parser fed whole, byte by byte, in random chunks, with garbage
 # around, and the frame writers.
 from mbus_core import frame
+from mbus_core.codec import frame_build
 from mbus_testutil import h, hexs, Lcg
 
 SHORT_NKE = h("10 40 03 43 16")
@@ -136,7 +137,7 @@ def test_idle_drops_half_frame():
 
 def test_largest_long_frame():
     data = bytes(range(252))
-    f = frame.build(frame.LONG, 0x08, 1, 0x72, data)
+    f = frame_build.build(frame.LONG, 0x08, 1, 0x72, data)
     assert len(f) == frame.MAX_FRAME
     assert f[1] == f[2] == 255
     assert frames_in(f) == [expected(f)]
@@ -153,18 +154,18 @@ def test_counters():
 def test_writers():
     buf = bytearray(frame.MAX_FRAME)
     assert frame.write_ack(buf) == 1 and buf[0] == 0xE5
-    n = frame.write_short(buf, 0x5B, 0x03)
+    n = frame_build.write_short(buf, 0x5B, 0x03)
     assert bytes(buf[:n]) == h("10 5B 03 5E 16")
-    n = frame.write_long(buf, 0x53, 0x03, 0x50)
+    n = frame_build.write_long(buf, 0x53, 0x03, 0x50)
     assert bytes(buf[:n]) == CONTROL_RESET
-    n = frame.write_long(buf, 0x53, 0x03, 0x51, h("01 7A 07"))
+    n = frame_build.write_long(buf, 0x53, 0x03, 0x51, h("01 7A 07"))
     assert bytes(buf[:n]) == LONG_SET_ADDR
-    assert frame.build(frame.LONG, 0x73, 0xFD, 0x52, h("78 56 34 12 FF FF FF FF")) == LONG_SELECT
+    assert frame_build.build(frame.LONG, 0x73, 0xFD, 0x52, h("78 56 34 12 FF FF FF FF")) == LONG_SELECT
 
 
 def test_write_long_rejects_oversized_data():
     try:
-        frame.write_long(bytearray(300), 0x08, 1, 0x72, bytes(253))
+        frame_build.write_long(bytearray(300), 0x08, 1, 0x72, bytes(253))
     except ValueError:
         return
     assert False, "no error"

@@ -82,10 +82,11 @@ def test_heap_lock_really_locks():
 # -- 32-bit targets: IDs up to 99999999, every request type, 250 meters ----------------
 def _frames():
     from mbus_core import frame
+    from mbus_core.codec import frame_build
     from mbus_core.meter import manufacturer_code
 
     def long(c, a, ci, data=b""):
-        return frame.build(frame.LONG, c, a, ci, data)
+        return frame_build.build(frame.LONG, c, a, ci, data)
     man = manufacturer_code(0x7FFE)
     sel = h("99 99 99 99") + bytes((man & 0xFF, man >> 8)) + h("FF FF")
     return (h("10 40 01 41 16"), h("10 7B 01 7C 16"), h("10 7B 01 7C 16"),

@@ -2,6 +2,7 @@
 # multi-telegram readout, REQ_UD1, secondary selection, SND_UD commands. The request
 # bytes are those libmbus's tools send (shared/docs/libmbus-traces.md).
 from mbus_core import frame
+from mbus_core.codec import frame_build
 from mbus_core.bus import Bus
 from mbus_core.slave import Slave
 from mbus_testutil import h, hexs, short, long, replies, demo_meter, demo_bus, many_records_meter
@@ -485,7 +486,7 @@ def test_the_packed_rsp_ud_is_the_framed_telegram():
             app = bytearray(frame.MAX_FRAME)
             k = m.write_telegram(index, app, 0, 0x42)
             c = 0x28 if alarm else 0x08
-            expect = frame.build(frame.LONG, c, address, app[0], bytes(app[1:k]))
+            expect = frame_build.build(frame.LONG, c, address, app[0], bytes(app[1:k]))
             got = bytearray(frame.MAX_FRAME)
             n = m.write_rsp_ud(index, got, 0x42)
             assert hexs(got[:n]) == hexs(expect), (status, sig, alarm, index)

@@ -83,9 +83,9 @@ def _level(a, m, b, n, skew, pos):
 def set_wire_collisions(bus, on=True):
     """Overlapping replies of different lengths on `bus` as a UART receives them: the
     later one starts WIRE_SKEW_BITS after the first (two meters never start a reply on the
-    same bit), the line carries the AND of the bit streams, and each character is sampled
-    from its start bit: framing and parity errors, garbage bytes. Replies of the same
-    length stay bit-aligned (the plain AND, parity checked). bus.wire.framing_errors and
+    same bit), the line carries the AND of the bit streams, and the UART samples each
+    character at its start bit: framing and parity errors, garbage bytes. Replies of the
+    same length stay bit-aligned (the plain AND, parity checked). bus.wire.framing_errors and
     .parity_errors count what the UART saw. (Not a Bus method: a board that never asks
     for it keeps neither this module nor the code that loads it.)"""
     bus.wire = None
